@@ -1,0 +1,204 @@
+"""Settings for every process of the project, read from the environment in this one place.
+
+Unset variables mean the embedded default: one SQLite file per database alias under ``var/``
+and the embedded Redis that ``config.launcher`` starts on a unix socket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+DATA_DIR = VAR_DIR / "db"
+RUN_DIR = VAR_DIR / "run"
+
+env = environ.Env()
+
+SECRET_KEY = env.str(
+    "DJANGO_SECRET_KEY",
+    default="django-insecure-embedded-default-only-never-use-in-production-1f0c9a",
+)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+# --- Applications -------------------------------------------------------------------------
+# The five bounded contexts each own one database alias (config/routers.py).
+BOUNDED_CONTEXTS = ("orders", "customers", "sagas", "eventlog", "readmodels")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "config.apps.ProjectConfig",
+    "eventlog.apps.EventlogConfig",
+    "customers.apps.CustomersConfig",
+    "orders.apps.OrdersConfig",
+    "sagas.apps.SagasConfig",
+    "readmodels.apps.ReadmodelsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases ----------------------------------------------------------------------------
+DATABASE_ALIASES = ("default", *BOUNDED_CONTEXTS)
+
+
+def _sqlite(alias: str) -> dict[str, Any]:
+    """One SQLite file per alias, in WAL mode so readers never block the single writer.
+
+    ``transaction_mode=IMMEDIATE`` takes the write lock at BEGIN: a read-then-write
+    transaction cannot deadlock on the lock upgrade, it waits (up to ``timeout``) instead.
+    """
+    for folder in (DATA_DIR, VAR_DIR / "test"):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(DATA_DIR / f"{alias}.sqlite3"),
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        "TEST": {"NAME": str(VAR_DIR / "test" / f"{alias}.sqlite3")},
+    }
+
+
+def _database(alias: str) -> dict[str, Any]:
+    variable = "DATABASE_URL" if alias == "default" else f"{alias.upper()}_DATABASE_URL"
+    if variable not in env:
+        return _sqlite(alias)
+    config: dict[str, Any] = env.db_url(variable)
+    if config["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
+        config["ENGINE"] = "django.db.backends.postgresql"
+        config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASES = {alias: _database(alias) for alias in DATABASE_ALIASES}
+DATABASE_ROUTERS = ["config.routers.BoundedContextRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, i18n, static -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+LOGIN_URL = "admin:login"
+
+# --- Cache --------------------------------------------------------------------------------
+if "CACHE_URL" in env or "REDIS_URL" in env:
+    CACHES = {"default": env.cache_url("CACHE_URL" if "CACHE_URL" in env else "REDIS_URL")}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery -------------------------------------------------------------------------------
+# The broker only wakes things up; the databases hold every piece of pending work, and the
+# periodic sweep finds what a lost message left behind.
+EMBEDDED_BROKER_SOCKET = RUN_DIR / "redis.sock"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"redis+socket://{EMBEDDED_BROKER_SOCKET}")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A message that is not acknowledged within this time is delivered again; every countdown in
+# the project stays far below it (config.checks enforces the bound on the sweep).
+CELERY_BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=900)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+CELERY_TASK_DEFAULT_QUEUE = "eventlog"
+# Every task name starts with its context's label, and goes to that context's queue.
+CELERY_TASK_ROUTES = {f"{context}.*": {"queue": context} for context in BOUNDED_CONTEXTS}
+CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
+SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=2.0)
+CELERY_BEAT_SCHEDULE = {
+    "eventlog-sweep": {
+        "task": "eventlog.sweep",
+        "schedule": SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": max(SWEEP_INTERVAL_SECONDS * 5, 10)},
+    },
+}
+
+# --- Event log ----------------------------------------------------------------------------
+RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=1000)
+SUBSCRIPTION_BATCH_SIZE = env.int("SUBSCRIPTION_BATCH_SIZE", default=1000)
+
+# --- HTTP API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# --- Production hardening, on whenever DEBUG is off ----------------------------------------
+if not DEBUG:
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+    CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,51 @@
+"""Tables of the customers context (``customers`` database)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from eventlog.models import Checkpoint, OutboxEvent
+
+MONEY = {"max_digits": 14, "decimal_places": 2}
+
+
+class CustomerEvent(OutboxEvent):
+    """Every event of every Customer stream; also the context's transactional outbox."""
+
+
+class Customer(models.Model):
+    """Current state of a Customer aggregate: always equal to the fold of its events."""
+
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=200)
+    credit_limit = models.DecimalField(**MONEY)
+    credit_reserved = models.DecimalField(**MONEY, default=0)
+    version = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # The credit invariant, guarded by the database as well as by the aggregate.
+            models.CheckConstraint(condition=models.Q(credit_reserved__gte=0), name="customers_reserved_not_negative"),
+            models.CheckConstraint(condition=models.Q(credit_reserved__lte=models.F("credit_limit")), name="customers_reserved_within_limit"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class CreditReservation(models.Model):
+    """Credit held for one order; the primary key makes a double reservation impossible."""
+
+    order_id = models.UUIDField(primary_key=True)
+    customer_id = models.UUIDField(db_index=True)
+    amount = models.DecimalField(**MONEY)
+    reserved_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.amount} for order {self.order_id}"
+
+
+class CustomersCheckpoint(Checkpoint):
+    """Positions of this context's subscribers in the central log."""

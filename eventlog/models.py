@@ -1,0 +1,89 @@
+"""Tables of the shared kernel: the abstract outbox and checkpoint rows every context reuses,
+and the central append-only event log (in the ``eventlog`` database).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class OutboxEvent(models.Model):
+    """A context's event store, which is also its transactional outbox.
+
+    ``unique(stream_id, version)`` is the optimistic-concurrency guard; ``relayed_at`` stays
+    null until the relay has copied the row into the central log.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True)
+    stream_id = models.UUIDField()
+    stream_type = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    data = models.JSONField()
+    occurred_at = models.DateTimeField()
+    correlation_id = models.UUIDField()
+    causation_id = models.UUIDField(null=True)
+    saga_id = models.UUIDField(null=True)
+    relayed_at = models.DateTimeField(null=True)
+
+    class Meta:
+        abstract = True
+        ordering = ("id",)
+        constraints = [
+            models.UniqueConstraint(fields=("stream_id", "version"), name="%(app_label)s_outbox_stream_version"),
+        ]
+        indexes = [
+            # The relay's work queue: only rows not yet in the central log.
+            models.Index(fields=("id",), condition=models.Q(relayed_at__isnull=True), name="%(app_label)s_outbox_unrelayed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.stream_id} v{self.version}"
+
+
+class LogEvent(models.Model):
+    """The central, append-only event log; ``position`` is the global order readers follow.
+
+    Appends are serialised (``eventlog.relay.log_append``), so positions become visible in
+    order and a reader that remembers "last seen = N" never skips a lower position.
+    """
+
+    position = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True)
+    stream_id = models.UUIDField()
+    stream_type = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    data = models.JSONField()
+    occurred_at = models.DateTimeField()
+    correlation_id = models.UUIDField(db_index=True)
+    causation_id = models.UUIDField(null=True)
+    saga_id = models.UUIDField(null=True, db_index=True)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("position",)
+        constraints = [
+            models.UniqueConstraint(fields=("stream_id", "version"), name="eventlog_stream_version_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.type} {self.stream_id} v{self.version}"
+
+
+class Checkpoint(models.Model):
+    """A subscriber's position in the log, kept in the subscriber's own database.
+
+    It is written in the same transaction as the subscriber's effects, and only moves forward.
+    """
+
+    subscriber = models.CharField(max_length=100, primary_key=True)
+    position = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.subscriber} @ {self.position}"

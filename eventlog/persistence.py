@@ -1,0 +1,126 @@
+"""Event-sourced persistence for every context: its outbox is its event store.
+
+A save writes the new events, guarded by ``unique(stream_id, version)``, and the aggregate's
+current-state row in one transaction of the context's own database; the relay is woken after
+commit. A concurrent writer gets ``ConcurrencyError`` and retries from a fresh load.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from eventlog.domain import Aggregate, ConcurrencyError, DomainEvent, MessageContext, RecordedEvent
+from eventlog.messaging import send_task_on_commit
+from eventlog.models import OutboxEvent
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+
+#: How often a command is retried from a fresh load when another writer got in first.
+CONCURRENCY_RETRIES = 10
+
+
+def recorded_from_row(row: OutboxEvent) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=row.event_id,
+        stream_id=row.stream_id,
+        stream_type=row.stream_type,
+        version=row.version,
+        type=row.type,
+        data=row.data,
+        occurred_at=row.occurred_at,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        saga_id=row.saga_id,
+        position=getattr(row, "position", None),
+    )
+
+
+class EventStore:
+    """Append and read the streams of one context's outbox table on its own alias."""
+
+    def __init__(self, *, model: type[OutboxEvent], alias: str, source: str) -> None:
+        self.model = model
+        self.alias = alias
+        self.source = source
+
+    def stream(self, stream_id: uuid.UUID) -> list[RecordedEvent]:
+        rows = self.model.objects.using(self.alias).filter(stream_id=stream_id).order_by("version")
+        return [recorded_from_row(row) for row in rows]
+
+    def append(self, *, aggregate: Aggregate, context: MessageContext) -> list[RecordedEvent]:
+        """Write the aggregate's pending events; must run inside the caller's transaction."""
+        now = timezone.now()
+        rows = [
+            self.model(
+                event_id=uuid.uuid4(),
+                stream_id=aggregate.id,
+                stream_type=aggregate.stream_type,
+                version=version,
+                type=event.type,
+                data=event.to_data(),
+                occurred_at=now,
+                correlation_id=context.correlation_id,
+                causation_id=context.causation_id,
+                saga_id=context.saga_id,
+            )
+            for version, event in aggregate.pending_events
+        ]
+        if not rows:
+            return []
+        try:
+            with transaction.atomic(using=self.alias):  # a savepoint: the conflict stays contained
+                self.model.objects.using(self.alias).bulk_create(rows)
+        except IntegrityError as exc:
+            raise ConcurrencyError(f"{aggregate.stream_type} {aggregate.id} was changed by another writer") from exc
+        send_task_on_commit("eventlog.relay", using=self.alias, args=(self.source,))
+        return [recorded_from_row(row) for row in rows]
+
+
+class Repository(Generic[A]):
+    """Load an aggregate by folding its events; save its new events and its state row."""
+
+    aggregate_class: type[A]
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    @property
+    def alias(self) -> str:
+        return self.store.alias
+
+    def get(self, aggregate_id: uuid.UUID) -> A | None:
+        events = self.store.stream(aggregate_id)
+        if not events:
+            return None
+        return self.aggregate_class.fold(aggregate_id, [DomainEvent.from_data(e.type, e.data) for e in events])
+
+    def save(self, aggregate: A, *, context: MessageContext) -> list[RecordedEvent]:
+        if not transaction.get_connection(self.alias).in_atomic_block:
+            raise RuntimeError("Repository.save must run inside transaction.atomic(using=alias)")
+        recorded = self.store.append(aggregate=aggregate, context=context)
+        if recorded:
+            self.write_state(aggregate, recorded)
+        aggregate.mark_saved()
+        return recorded
+
+    def write_state(self, aggregate: A, recorded: list[RecordedEvent]) -> None:
+        """Bring the aggregate's current-state row(s) up to date, in the same transaction."""
+        raise NotImplementedError
+
+
+def atomic_with_retry(alias: str, command: Callable[[], T], *, retries: int = CONCURRENCY_RETRIES) -> T:
+    """Run ``command`` in one transaction of ``alias``, again from a fresh load on a conflict."""
+    for attempt in range(retries):
+        try:
+            with transaction.atomic(using=alias):
+                return command()
+        except ConcurrencyError:
+            if attempt == retries - 1:
+                raise
+    raise AssertionError("unreachable")

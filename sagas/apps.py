@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class SagasConfig(AppConfig):
+    """The sagas context: orchestrator, choreography trace and 2PC coordinator log."""
+
+    name = "sagas"
+    verbose_name = "Sagas"
