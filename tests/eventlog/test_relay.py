@@ -1,0 +1,102 @@
+"""Outbox to central log: in order, exactly once, whatever runs twice or crashes halfway."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.db import connections
+
+from customers.models import CustomerEvent
+from customers.services import credit_reserve, customer_create
+from eventlog.domain import MessageContext
+from eventlog.models import LogEvent
+from eventlog.relay import log_append, outbox_backlog, outbox_get, outbox_pending, outbox_relay
+from orders.models import OrderEvent
+from orders.services import order_approve, order_create
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def log_events() -> list[tuple[uuid.UUID, int, str]]:
+    return list(LogEvent.objects.using("eventlog").order_by("position").values_list("stream_id", "version", "type"))
+
+
+def test_relay_copies_every_outbox_event_in_order_with_metadata_and_marks_it() -> None:
+    context = MessageContext(saga_id=uuid.uuid4())
+    customer = customer_create(name="Ada", credit_limit="100.00")
+    order = order_create(customer_id=customer.id, total="10.00", mode="orchestration", context=context)
+    credit_reserve(customer_id=customer.id, order_id=order.id, amount="10.00", context=context)
+    order_approve(order_id=order.id, context=context)
+    assert outbox_backlog() == {"customers": 2, "orders": 2}
+    assert outbox_relay("customers") == 2
+    assert outbox_relay("orders") == 2
+    assert outbox_backlog() == {"customers": 0, "orders": 0}
+    assert log_events() == [
+        (customer.id, 1, "CustomerCreated"),
+        (customer.id, 2, "CreditReserved"),
+        (order.id, 1, "OrderCreated"),
+        (order.id, 2, "OrderApproved"),
+    ]
+    logged = LogEvent.objects.using("eventlog").get(stream_id=order.id, version=2)
+    outbox = OrderEvent.objects.using("orders").get(stream_id=order.id, version=2)
+    # The log row carries the outbox row's identity and metadata unchanged.
+    assert (logged.event_id, logged.correlation_id, logged.saga_id, logged.data) == (outbox.event_id, outbox.correlation_id, context.saga_id, outbox.data)
+
+
+def test_running_the_relay_twice_writes_nothing_twice() -> None:
+    customer_create(name="Ada", credit_limit="1.00")
+    outbox_relay("customers")
+    outbox_relay("customers")
+    CustomerEvent.objects.using("customers").update(relayed_at=None)  # as if the marks were lost
+    outbox_relay("customers")
+    assert LogEvent.objects.using("eventlog").count() == 1
+
+
+def test_a_crash_between_copy_and_mark_is_repaired_by_the_next_run() -> None:
+    customers = [customer_create(name=f"C{i}", credit_limit="1.00") for i in range(5)]
+    outbox = outbox_get("customers")
+    # The relay's first half: copy into the log and commit; then the process dies before marking.
+    log_append(outbox_pending(outbox, limit=3))
+    assert LogEvent.objects.using("eventlog").count() == 3
+    assert outbox_backlog()["customers"] == 5
+    assert outbox_relay("customers") == 5
+    assert [stream for stream, _, _ in log_events()] == [c.id for c in customers]
+    assert outbox_backlog()["customers"] == 0
+
+
+def test_relay_batches_preserve_order_across_batches() -> None:
+    customer = customer_create(name="Ada", credit_limit="1000.00")
+    for _ in range(12):
+        credit_reserve(customer_id=customer.id, order_id=uuid.uuid4(), amount="1.00", context=MessageContext())
+    assert outbox_relay("customers", batch_size=5) == 13
+    assert [version for _, version, _ in log_events()] == list(range(1, 14))
+
+
+def test_concurrent_relays_of_one_outbox_copy_each_event_once_in_stream_order() -> None:
+    customer = customer_create(name="Ada", credit_limit="1000.00")
+    for _ in range(30):
+        credit_reserve(customer_id=customer.id, order_id=uuid.uuid4(), amount="1.00", context=MessageContext())
+    errors: list[BaseException] = []
+
+    def relay() -> None:
+        try:
+            outbox_relay("customers", batch_size=7)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=relay) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [version for _, version, _ in log_events()] == list(range(1, 32))
+
+
+def test_unknown_outbox_is_a_clear_error() -> None:
+    with pytest.raises(LookupError, match="no outbox named 'nope'"):
+        outbox_relay("nope")
