@@ -28,6 +28,11 @@ def database_for_app(app_label: str) -> str:
     return APP_DATABASES.get(app_label, DEFAULT_ALIAS)
 
 
+def _database_of(obj: Model) -> str:
+    """Where the instance was loaded from, else where its app lives."""
+    return obj._state.db or database_for_app(obj._meta.app_label)
+
+
 class BoundedContextRouter:
     """Route every model to its app's alias, and refuse anything that would cross aliases."""
 
@@ -38,7 +43,7 @@ class BoundedContextRouter:
         return database_for_app(model._meta.app_label)
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool:
-        return database_for_app(obj1._meta.app_label) == database_for_app(obj2._meta.app_label)
+        return _database_of(obj1) == _database_of(obj2)
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
         return database_for_app(app_label) == db

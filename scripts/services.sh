@@ -53,11 +53,12 @@ usage() {
 # ---------------------------------------------------------------- helpers --
 
 # Run a command as the postgres user, from a directory it can read.
+# fd 9 (our flock) is closed so daemons started here don't inherit the lock.
 as_pg() {
     if command -v runuser >/dev/null 2>&1; then
-        (cd / && runuser -u "$PG_USER" -- "$@")
+        (cd / && runuser -u "$PG_USER" -- "$@" 9>&-)
     else
-        (cd / && su -s /bin/sh "$PG_USER" -c "$(printf '%q ' "$@")")
+        (cd / && su -s /bin/sh "$PG_USER" -c "$(printf '%q ' "$@")" 9>&-)
     fi
 }
 
@@ -356,13 +357,23 @@ pg_stop() {
 
 # ------------------------------------------------------------------ redis --
 
+# 0 if pid $1 exists and is not a zombie. (PID 1 in this container does not
+# always reap orphans, so a dead daemon can linger as <defunct>; kill -0 alone
+# would call that alive.)
+pid_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ -n $stat && ${stat:0:1} != Z && ${stat:0:1} != X ]]
+}
+
 # Prints the pid of our redis-server (from DIR/redis.pid) if it is alive.
 redis_pid() {
     local pid
     [[ -f $REDIS_PID ]] || return 1
     pid=$(tr -dc '0-9' <"$REDIS_PID")
     [[ -n $pid ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
+    pid_alive "$pid" || return 1
     grep -q '^redis' "/proc/$pid/comm" 2>/dev/null || return 1
     echo "$pid"
 }
@@ -384,7 +395,7 @@ redis_start() {
     rm -f "$REDIS_PID"
     log "starting redis-server on 127.0.0.1:$REDIS_PORT (no persistence, log $REDIS_LOG)"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --dir "$DIR" >&2 \
+        --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --dir "$DIR" >&2 9>&- \
         || { tail -n 20 "$REDIS_LOG" >&2 2>/dev/null || true; die "redis-server failed to start"; }
     local i
     for ((i = 0; i < 100; i++)); do
@@ -411,16 +422,16 @@ redis_stop() {
         redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
     fi
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
+        pid_alive "$pid" || break
         [[ $i -eq 30 ]] && kill -TERM "$pid" 2>/dev/null || true
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if pid_alive "$pid"; then
         log "redis-server (pid $pid) ignored SHUTDOWN and SIGTERM; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
+        sleep 0.3
     fi
-    kill -0 "$pid" 2>/dev/null && die "could not stop redis-server pid $pid"
+    if pid_alive "$pid"; then die "could not stop redis-server pid $pid"; fi
     rm -f "$REDIS_PID"
 }
 

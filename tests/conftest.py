@@ -54,7 +54,10 @@ def broker_url() -> Iterator[str]:
         stack = Stack(run_dir=Path(settings.VAR_DIR) / "test-run", echo=False, log_dir=Path(settings.VAR_DIR) / "test-run" / "log")
         url = stack.start_embedded_broker()
         stack.wait_ready(["broker"], timeout=20)
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
+    os.environ["CELERY_BROKER_URL"] = url
     celery_app.conf.broker_url = url
+    assert celery_app.connection_for_write().as_uri().startswith(url.split("//")[0])
     yield url
     if stack is not None:
         stack.stop()
