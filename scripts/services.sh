@@ -238,7 +238,11 @@ prepare_layout() {
 # ------------------------------------------------------------- postgresql --
 
 pg_running() {
-    [[ -f "$PG_DATA/PG_VERSION" ]] || return 1
+    [[ -f "$PG_DATA/PG_VERSION" && -f "$PG_DATA/postmaster.pid" ]] || return 1
+    local pid
+    pid=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null | tr -dc '0-9')
+    # a crashed postmaster may linger as a zombie, which pg_ctl counts as running
+    [[ -n $pid ]] && pid_alive "$pid" || return 1
     as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
 }
 
@@ -509,7 +513,7 @@ cmd_status() {
     else
         log "Redis: stopped"; rc=1
     fi
-    return $rc
+    exit "$rc"
 }
 
 [[ $# -ge 1 && $# -le 2 ]] || usage
