@@ -187,7 +187,7 @@ write_env() {
         echo "export SERVICES_REDIS_PORT=${REDIS_PORT}"
         printf 'export SERVICES_DIR=%q\n' "$DIR"
         if [[ $PG_RELOCATED == 1 ]]; then
-            echo "# NOTE: the postgres user cannot traverse $DIR, so the cluster lives under /tmp"
+            echo "# NOTE: the postgres user cannot reach $DIR (a parent dir is not traversable), so the cluster lives under /tmp"
         fi
         printf 'export SERVICES_PG_DATA=%q\n' "$PG_DATA"
         printf 'export SERVICES_PG_SOCKET_DIR=%q\n' "$PG_SOCK"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The PostgreSQL + Redis tier: the same suite as `make test`, against a private PostgreSQL 15
+# cluster (max_prepared_transactions > 0) and a private Redis, both started here and stopped
+# on exit. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR="${SERVICES_DIR:-$PWD/var/services}"
+bash scripts/services.sh start "$DIR"
+trap 'bash scripts/services.sh stop "$DIR"' EXIT
+set -a
+# shellcheck source=/dev/null
+source "$DIR/env.sh"
+set +a
+.venv/bin/python -m pytest "$@"
