@@ -225,7 +225,7 @@ def _ensure_login(env: dict[str, str], var_dir: Path) -> str:
         "from django.contrib.auth import get_user_model as g;U=g();"
         "import sys;sys.exit(0 if U.objects.filter(is_superuser=True).exists() else 3)"
     )
-    has_superuser = subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env).returncode == 0
+    has_superuser = subprocess.run([PYTHON, "manage.py", "shell", "--no-imports", "-c", code], cwd=BASE_DIR, env=env).returncode == 0
     if has_superuser:
         if password_file.exists():
             return f"user 'admin', password in {password_file.relative_to(BASE_DIR) if password_file.is_relative_to(BASE_DIR) else password_file}"
@@ -235,7 +235,7 @@ def _ensure_login(env: dict[str, str], var_dir: Path) -> str:
         "from django.contrib.auth import get_user_model as g;"
         f"g().objects.create_superuser('admin', 'admin@localhost', {password!r})"
     )
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", create], cwd=BASE_DIR, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "shell", "--no-imports", "-c", create], cwd=BASE_DIR, env=env, check=True)
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
     return f"user 'admin', password {password} (kept in {password_file})"
