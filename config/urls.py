@@ -1,16 +1,43 @@
-"""URL map: the admin dashboard, health probes and the HTTP API under /api/."""
+"""URL map: the admin dashboard, health probes, and the HTTP API under /api/.
+
+Where one path serves a query (read model) and a command (a context), the two views are
+composed here, at the composition root, so that neither context imports the other.
+"""
+
+from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from config.health import healthz, readyz
+from customers.apis import CustomerCreateApi
+from eventlog.apis import EventListApi, StreamDetailApi
+from orders.apis import OrderCancelApi, OrderCreateApi
+from readmodels.apis import CustomerDetailApi, OrderDetailApi, OrderListApi, ProjectionListApi
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
-    """The process is up; says nothing about its dependencies (that is /readyz)."""
-    return JsonResponse({"status": "ok"})
+class OrderCollectionApi(OrderListApi, OrderCreateApi):
+    """GET lists orders (readmodels), POST places one (orders)."""
 
+
+api = [
+    path("customers/", CustomerCreateApi.as_view(), name="customer-create"),
+    path("customers/<str:customer_id>/", CustomerDetailApi.as_view(), name="customer-detail"),
+    path("orders/", OrderCollectionApi.as_view(), name="order-collection"),
+    path("orders/<str:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
+    path("orders/<str:order_id>/cancel/", OrderCancelApi.as_view(), name="order-cancel"),
+    path("events/", EventListApi.as_view(), name="event-list"),
+    path("streams/<str:stream_id>/", StreamDetailApi.as_view(), name="stream-detail"),
+    path("projections/", ProjectionListApi.as_view(), name="projection-list"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("api/", include(api)),
 ]

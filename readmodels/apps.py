@@ -12,10 +12,14 @@ class ReadmodelsConfig(AppConfig):
         from readmodels import projections
         from readmodels.models import ProjectionCheckpoint
 
-        for name, handle, types in (
-            ("readmodels.order_summary", projections.order_summary_project, projections.ORDER_SUMMARY_TYPES),
-            ("readmodels.customer_credit", projections.customer_credit_project, projections.CUSTOMER_CREDIT_TYPES),
-        ):
+        for projection in projections.PROJECTIONS.values():
             subscriber_register(
-                Subscriber(name=name, alias=projections.ALIAS, queue="readmodels", checkpoint_model=ProjectionCheckpoint, handle=handle, types=types)
+                Subscriber(
+                    name=projections.subscriber_name(projection),
+                    alias=projections.ALIAS,
+                    queue="readmodels",
+                    checkpoint_model=ProjectionCheckpoint,
+                    handle=projection.project,
+                    types=projection.types,
+                )
             )

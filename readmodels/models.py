@@ -55,6 +55,13 @@ class CustomerCredit(models.Model):
         return f"{self.name} ({self.id})"
 
 
+class CustomerName(models.Model):
+    """The order-summary projection's own index of customer names."""
+
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=200)
+
+
 class CustomerOrderState(models.Model):
     """The customer-credit projection's own index: which customer and state each order has."""
 

@@ -10,12 +10,28 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from dataclasses import dataclass, field
+
 from django.db.models import Model
 
 from eventlog.domain import RecordedEvent
-from readmodels import models
+from readmodels import cache, models
 
 ALIAS = "readmodels"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a projection writes: the live tables (and their cache), or a rebuild's shadows."""
+
+    tables: dict[type[Model], type[Model]] = field(default_factory=dict)
+    live: bool = True
+
+    def table(self, model: type[Model]) -> type[Model]:
+        return self.tables.get(model, model)
+
+
+LIVE = Target()
 
 ORDER_STATE_AFTER = {
     "OrderCreated": "PENDING",
@@ -38,10 +54,11 @@ class _Rows:
     """Rows of one table touched by a batch: loaded once, changed in memory, written in bulk."""
 
     def __init__(self, model: type[Model], fields: list[str]) -> None:
-        self.model = model
+        self.model = model  # live or shadow: the same columns
         self.fields = fields
         self.rows: dict[uuid.UUID, Any] = {}
         self.new: set[uuid.UUID] = set()
+        self.dirty: set[uuid.UUID] = set()
 
     def load(self, ids: set[uuid.UUID]) -> None:
         missing = ids - self.rows.keys()
@@ -56,21 +73,32 @@ class _Rows:
         self.rows[row.pk] = row
         self.new.add(row.pk)
 
-    def flush(self) -> None:
+    def flush(self) -> set[uuid.UUID]:
+        """Write what changed; returns the primary keys written."""
         created = [row for pk, row in self.rows.items() if pk in self.new]
-        changed = [row for pk, row in self.rows.items() if pk not in self.new]
+        changed = [row for pk, row in self.rows.items() if pk not in self.new and pk in self.dirty]
         if created:
             self.model.objects.using(ALIAS).bulk_create(created, batch_size=500)
         if changed:
             self.model.objects.using(ALIAS).bulk_update(changed, self.fields, batch_size=500)
+        return {row.pk for row in created} | {row.pk for row in changed}
+
+    def touch(self, row: Any) -> None:
+        self.dirty.add(row.pk)
 
 
-def order_summary_project(events: list[RecordedEvent]) -> None:
-    orders = _Rows(models.OrderSummary, ["customer_name", "state", "rejection_reason", "version", "updated_at"])
+def order_summary_project(events: list[RecordedEvent], target: Target = LIVE) -> None:
+    """One row per order. The customer's name comes from CustomerCreated events, remembered in
+    the projection's own small name table, so this projection depends on no other."""
+    orders = _Rows(target.table(models.OrderSummary), ["customer_name", "state", "rejection_reason", "version", "updated_at"])
     orders.load({e.stream_id for e in events if e.stream_type == "Order"})
+    names_table = target.table(models.CustomerName)
+    new_names = {e.stream_id: e.data["name"] for e in events if e.type == "CustomerCreated"}
+    if new_names:
+        names_table.objects.using(ALIAS).bulk_create([names_table(id=k, name=v) for k, v in new_names.items()], ignore_conflicts=True)
     customer_ids = {uuid.UUID(e.data["customer_id"]) for e in events if e.type == "OrderCreated"}
-    names = dict(models.CustomerCredit.objects.using(ALIAS).filter(id__in=customer_ids).values_list("id", "name"))
-    names.update({e.stream_id: e.data["name"] for e in events if e.type == "CustomerCreated"})
+    names = dict(names_table.objects.using(ALIAS).filter(id__in=customer_ids - new_names.keys()).values_list("id", "name"))
+    names.update(new_names)
     for event in events:
         if event.type == "CustomerCreated":
             continue
@@ -79,7 +107,7 @@ def order_summary_project(events: list[RecordedEvent]) -> None:
                 continue
             customer_id = uuid.UUID(event.data["customer_id"])
             orders.add(
-                models.OrderSummary(
+                orders.model(
                     id=event.stream_id,
                     customer_id=customer_id,
                     customer_name=names.get(customer_id),
@@ -102,15 +130,20 @@ def order_summary_project(events: list[RecordedEvent]) -> None:
             order.rejection_reason = event.data["reason"]
         order.version = event.version
         order.updated_at = event.occurred_at
-    orders.flush()
+        orders.touch(order)
+    written = orders.flush()
+    if target.live:
+        cache.invalidate_on_commit("order", written)
+        cache.invalidate_on_commit("orders", [None] if written else [])
 
 
 ORDER_SUMMARY_TYPES = frozenset({"CustomerCreated", *ORDER_STATE_AFTER})
 
 
-def customer_credit_project(events: list[RecordedEvent]) -> None:
-    customers = _Rows(models.CustomerCredit, ["credit_reserved", "available_credit", "version", "updated_at", *COUNTER_FOR_STATE.values()])
-    order_states = _Rows(models.CustomerOrderState, ["state"])
+def customer_credit_project(events: list[RecordedEvent], target: Target = LIVE) -> None:
+    """One row per customer: credit and counts of orders by state."""
+    customers = _Rows(target.table(models.CustomerCredit), ["credit_reserved", "available_credit", "version", "updated_at", *COUNTER_FOR_STATE.values()])
+    order_states = _Rows(target.table(models.CustomerOrderState), ["state"])
     order_states.load({e.stream_id for e in events if e.stream_type == "Order"})
     customer_ids = {e.stream_id for e in events if e.stream_type == "Customer"}
     customer_ids |= {uuid.UUID(e.data["customer_id"]) for e in events if e.type == "OrderCreated"}
@@ -120,8 +153,9 @@ def customer_credit_project(events: list[RecordedEvent]) -> None:
     def count(customer_id: uuid.UUID, state: str, delta: int) -> None:
         customer = customers.get(customer_id)
         if customer is not None:
-            field = COUNTER_FOR_STATE[state]
-            setattr(customer, field, getattr(customer, field) + delta)
+            counter = COUNTER_FOR_STATE[state]
+            setattr(customer, counter, getattr(customer, counter) + delta)
+            customers.touch(customer)
 
     for event in events:
         if event.stream_type == "Customer":
@@ -129,7 +163,7 @@ def customer_credit_project(events: list[RecordedEvent]) -> None:
             if event.type == "CustomerCreated":
                 if customer is None:
                     limit = Decimal(event.data["credit_limit"])
-                    customers.add(models.CustomerCredit(id=event.stream_id, name=event.data["name"], credit_limit=limit, credit_reserved=Decimal("0.00"), available_credit=limit, version=event.version, updated_at=event.occurred_at))
+                    customers.add(customers.model(id=event.stream_id, name=event.data["name"], credit_limit=limit, credit_reserved=Decimal("0.00"), available_credit=limit, version=event.version, updated_at=event.occurred_at))
                 continue
             if customer is None or event.version <= customer.version:
                 continue
@@ -140,10 +174,11 @@ def customer_credit_project(events: list[RecordedEvent]) -> None:
             customer.available_credit = customer.credit_limit - customer.credit_reserved
             customer.version = event.version
             customer.updated_at = event.occurred_at
+            customers.touch(customer)
         elif event.type == "OrderCreated":
             if order_states.get(event.stream_id) is None:
                 customer_id = uuid.UUID(event.data["customer_id"])
-                order_states.add(models.CustomerOrderState(order_id=event.stream_id, customer_id=customer_id, state="PENDING"))
+                order_states.add(order_states.model(order_id=event.stream_id, customer_id=customer_id, state="PENDING"))
                 count(customer_id, "PENDING", +1)
         elif event.type in ORDER_STATE_AFTER:
             order_state = order_states.get(event.stream_id)
@@ -153,8 +188,34 @@ def customer_credit_project(events: list[RecordedEvent]) -> None:
             count(order_state.customer_id, order_state.state, -1)
             count(order_state.customer_id, new_state, +1)
             order_state.state = new_state
-    customers.flush()
+            order_states.touch(order_state)
+    written = customers.flush()
     order_states.flush()
+    if target.live:
+        cache.invalidate_on_commit("customer", written)
 
 
 CUSTOMER_CREDIT_TYPES = frozenset({"CustomerCreated", "CreditReserved", "CreditReservationFailed", "CreditReleased", *ORDER_STATE_AFTER})
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A projection: the subscriber name, the tables it owns, and how it folds events."""
+
+    name: str
+    tables: tuple[type[Model], ...]
+    types: frozenset[str]
+    project: Any  # Callable[[list[RecordedEvent], Target], None]
+
+
+PROJECTIONS: dict[str, Projection] = {
+    p.name: p
+    for p in (
+        Projection("order_summary", (models.OrderSummary, models.CustomerName), ORDER_SUMMARY_TYPES, order_summary_project),
+        Projection("customer_credit", (models.CustomerCredit, models.CustomerOrderState), CUSTOMER_CREDIT_TYPES, customer_credit_project),
+    )
+}
+
+
+def subscriber_name(projection: Projection) -> str:
+    return f"readmodels.{projection.name}"

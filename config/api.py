@@ -1,0 +1,125 @@
+"""HTTP API plumbing shared by every context: error rendering, strict input, money fields.
+
+One exception handler renders every error as ``{"message": ..., "extra": {...}}``. Domain
+errors map to 400 (a broken rule) or 409 (a state conflict); nothing else leaks a traceback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.errors import ApplicationError
+from eventlog.domain import ConcurrencyError, DomainError, InvalidAmount, money, positive_money
+from orders.domain import InvalidOrderState
+
+#: Domain errors that mean "the resource is not in a state for this" rather than "bad input".
+CONFLICT_ERRORS: tuple[type[Exception], ...] = (InvalidOrderState, ConcurrencyError)
+
+
+def error_body(message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"message": message, "extra": extra or {}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.message, exc.extra), status=exc.status)
+    if isinstance(exc, CONFLICT_ERRORS):
+        return Response(error_body(str(exc)), status=409)
+    if isinstance(exc, DomainError):
+        return Response(error_body(str(exc)), status=400)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body("Validation failed.", {"fields": exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}})
+    elif isinstance(exc, exceptions.Throttled):
+        response.data = error_body("Request was throttled.", {"retry_after_seconds": exc.wait})
+    elif isinstance(exc, exceptions.APIException):
+        response.data = error_body(str(exc.detail), {"code": exc.get_codes() if isinstance(exc.get_codes(), str) else "error"})
+    return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuse API request bodies above ``API_MAX_BODY_BYTES`` with 413, before parsing them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return JsonResponse(error_body("Invalid Content-Length header."), status=400)
+            if length > settings.API_MAX_BODY_BYTES:
+                return JsonResponse(error_body("Request body too large.", {"max_bytes": settings.API_MAX_BODY_BYTES, "got_bytes": length}), status=413)
+        return self.get_response(request)
+
+
+class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A serializer that refuses fields it does not know, instead of silently dropping them."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "pattern": r"^\d{1,12}\.\d{2}$", "example": "125.00", "description": "Decimal string, two places."})
+class MoneyField(serializers.Field):  # type: ignore[type-arg]
+    """Money as a decimal string with at most two places (``"125.00"``); JSON numbers are refused,
+    because a float cannot carry a price exactly."""
+
+    default_error_messages = {"type": 'Must be a decimal string such as "125.00", not a JSON {kind}.'}
+
+    def __init__(self, *, positive: bool = True, **kwargs: Any) -> None:
+        self.positive = positive
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if not isinstance(data, str):
+            self.fail("type", kind=type(data).__name__.replace("NoneType", "null"))
+        try:
+            return positive_money(data.strip()) if self.positive else money(data.strip())
+        except InvalidAmount as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value: Decimal) -> str:
+        return f"{Decimal(value):.2f}"
+
+
+def parse_uuid(value: str, *, name: str) -> uuid.UUID:
+    """A UUID from a path or query parameter, or a clear 400."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ApplicationError(f"{name} must be a UUID.", {"field": name, "value": str(value)[:100]}) from None
+
+
+def parse_int(value: str | None, *, name: str, default: int, minimum: int, maximum: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ApplicationError(f"{name} must be an integer.", {"field": name}) from None
+    if not minimum <= number <= maximum:
+        raise ApplicationError(f"{name} must be between {minimum} and {maximum}.", {"field": name})
+    return number

@@ -1,0 +1,34 @@
+"""The one error hierarchy every API answer uses: ``{"message": ..., "extra": {...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    """An error the caller can act on; ``status`` is its HTTP status code."""
+
+    status = 400
+
+    def __init__(self, message: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class NotFound(ApplicationError):
+    status = 404
+
+
+class Conflict(ApplicationError):
+    """The resource is in a state that does not allow the request (a semantic lock)."""
+
+    status = 409
+
+
+class PayloadTooLarge(ApplicationError):
+    status = 413
+
+
+class NotImplementedYet(ApplicationError):
+    status = 501

@@ -1,0 +1,35 @@
+"""HTTP commands of the customers context (queries live in readmodels.apis)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_serializer, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import MoneyField, StrictSerializer
+from customers.domain import NAME_MAX_LENGTH
+from customers.services import customer_create
+
+
+class CustomerCreateApi(APIView):
+    @extend_schema_serializer(component_name="CustomerCreateInput")
+    class InputSerializer(StrictSerializer):
+        name = serializers.CharField(max_length=NAME_MAX_LENGTH, trim_whitespace=True)
+        credit_limit = MoneyField(positive=False)
+
+    @extend_schema_serializer(component_name="CustomerCreated")
+    class OutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        id = serializers.UUIDField()
+        name = serializers.CharField()
+        credit_limit = MoneyField()
+        version = serializers.IntegerField(help_text="Pass as ?min_version= to read your own write.")
+
+    @extend_schema(operation_id="customers_create", request=InputSerializer, responses={201: OutputSerializer}, tags=["customers"])
+    def post(self, request: Request) -> Response:
+        serializer = CustomerCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        customer = customer_create(**serializer.validated_data)
+        body = CustomerCreateApi.OutputSerializer(customer).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/customers/{customer.id}/"})

@@ -1,0 +1,73 @@
+"""HTTP reads of the central event log: the whole log by position, and one stream."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import parse_int, parse_uuid
+from config.errors import NotFound
+from eventlog.selectors import log_head, log_read, log_stream
+
+MAX_LIMIT = 1000
+
+
+class EventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    position = serializers.IntegerField()
+    event_id = serializers.UUIDField()
+    stream_id = serializers.UUIDField()
+    stream_type = serializers.CharField()
+    version = serializers.IntegerField()
+    type = serializers.CharField()
+    data = serializers.JSONField()
+    occurred_at = serializers.DateTimeField()
+    correlation_id = serializers.UUIDField()
+    causation_id = serializers.UUIDField(allow_null=True)
+    saga_id = serializers.UUIDField(allow_null=True)
+
+
+class EventListApi(APIView):
+    @extend_schema_serializer(component_name="EventPage")
+    class OutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        results = EventSerializer(many=True)
+        next = serializers.CharField(allow_null=True, help_text="URL of the next page, or null at the head.")
+        head = serializers.IntegerField(help_text="Highest position in the log when this page was read.")
+
+    @extend_schema(
+        operation_id="events_list",
+        parameters=[
+            OpenApiParameter("after", int, description="Return events with a position above this (default 0)."),
+            OpenApiParameter("limit", int, description=f"At most this many events (1..{MAX_LIMIT}, default 100)."),
+        ],
+        responses={200: OutputSerializer},
+        tags=["events"],
+    )
+    def get(self, request: Request) -> Response:
+        after = parse_int(request.query_params.get("after"), name="after", default=0, minimum=0, maximum=2**62)
+        limit = parse_int(request.query_params.get("limit"), name="limit", default=100, minimum=1, maximum=MAX_LIMIT)
+        head = log_head()
+        events = log_read(after=after, limit=limit)
+        last = events[-1].position if events else after
+        next_url = request.build_absolute_uri(f"{request.path}?after={last}&limit={limit}") if events and last is not None and last < head else None
+        return Response({"results": EventSerializer(events, many=True).data, "next": next_url, "head": head})
+
+
+class StreamDetailApi(APIView):
+    @extend_schema_serializer(component_name="Stream")
+    class OutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        stream_id = serializers.UUIDField()
+        stream_type = serializers.CharField()
+        version = serializers.IntegerField()
+        events = EventSerializer(many=True)
+
+    @extend_schema(operation_id="streams_retrieve", responses={200: OutputSerializer}, tags=["events"])
+    def get(self, request: Request, stream_id: str) -> Response:
+        stream_uuid = parse_uuid(stream_id, name="stream_id")
+        events = log_stream(stream_uuid)
+        if not events:
+            raise NotFound("No such stream in the event log.", {"stream_id": str(stream_uuid)})
+        body = {"stream_id": stream_uuid, "stream_type": events[0].stream_type, "version": events[-1].version, "events": events}
+        return Response(StreamDetailApi.OutputSerializer(body).data)
