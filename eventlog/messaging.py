@@ -3,30 +3,46 @@
 The broker only wakes things up: a send that fails is logged and left to the periodic sweep,
 which finds the same work in the database. Contexts never import each other's tasks; they name
 them (``"customers.credit_reserve"``) and the router sends each to its context's queue.
+
+When the broker is unreachable, sends stop trying for ``BROKER_BACKOFF_SECONDS`` after a
+failure, so that a broker outage costs a business transaction nothing but a log line.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
+BROKER_BACKOFF_SECONDS = 5.0
+_state = threading.local()
+
+
+def _broker_backing_off() -> bool:
+    return time.monotonic() < getattr(_state, "down_until", 0.0)
+
 
 def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None) -> bool:
-    """Send a task by name now; ``False`` (and a warning) if the broker could not take it."""
+    """Send a task by name now; ``False`` (and one warning) if the broker could not take it."""
     from config.celery_app import app
 
-    options: dict[str, Any] = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}}
+    if _broker_backing_off():
+        return False
+    options: dict[str, Any] = {"retry": True, "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}}
     if queue is not None:
         options["queue"] = queue
     try:
         app.send_task(name, args=args, kwargs=kwargs or {}, **options)
-    except Exception:  # the broker being down must never fail the business transaction
-        logger.warning("could not send %s; the periodic sweep will pick the work up", name, exc_info=True)
+    except Exception as exc:  # the broker being down must never fail the business transaction
+        _state.down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
+        logger.warning("broker unreachable (%s); not sending %s for %.0fs, the periodic sweep will pick the work up", exc, name, BROKER_BACKOFF_SECONDS)
         return False
+    _state.down_until = 0.0
     return True
 
 

@@ -13,9 +13,11 @@ from eventlog.persistence import recorded_from_row
 EVENTLOG_ALIAS = "eventlog"
 
 
-def log_read(*, after: int = 0, limit: int = 1000, types: frozenset[str] | None = None) -> list[RecordedEvent]:
-    """Events with a position above ``after``, in position order, at most ``limit``."""
+def log_read(*, after: int = 0, limit: int = 1000, until: int | None = None, types: frozenset[str] | None = None) -> list[RecordedEvent]:
+    """Events with a position above ``after`` (and at most ``until``), in order, at most ``limit``."""
     queryset = LogEvent.objects.using(EVENTLOG_ALIAS).filter(position__gt=after)
+    if until is not None:
+        queryset = queryset.filter(position__lte=until)
     if types is not None:
         queryset = queryset.filter(type__in=types)
     return [recorded_from_row(row) for row in queryset.order_by("position")[:limit]]

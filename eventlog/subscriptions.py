@@ -66,13 +66,13 @@ def subscriber_lag(subscriber: Subscriber, *, head: int | None = None) -> int:
     return max((log_head() if head is None else head) - subscriber_position(subscriber), 0)
 
 
-def subscriber_advance_batch(subscriber: Subscriber, *, batch_size: int) -> int:
-    """Apply the next batch after the checkpoint; returns how many log positions it consumed."""
+def subscriber_advance_batch(subscriber: Subscriber, *, batch_size: int, until: int | None = None) -> int:
+    """Apply the next batch after the checkpoint (up to ``until``); returns events consumed."""
     with transaction.atomic(using=subscriber.alias):
         manager = subscriber.checkpoint_model.objects.using(subscriber.alias)
         # The row lock serialises concurrent runs of one subscriber (SQLite: BEGIN IMMEDIATE).
         checkpoint, _ = manager.select_for_update().get_or_create(subscriber=subscriber.name)
-        events = log_read(after=checkpoint.position, limit=batch_size)
+        events = log_read(after=checkpoint.position, limit=batch_size, until=until)
         if not events:
             return 0
         wanted = [e for e in events if subscriber.types is None or e.type in subscriber.types]

@@ -104,7 +104,7 @@ def shadow_catch_up(subscriber: Subscriber, *, batch_size: int, until: int | Non
     consumed = 0
     head = log_head() if until is None else until
     while subscriber_position(subscriber) < head:
-        count = subscriber_advance_batch(subscriber, batch_size=batch_size)
+        count = subscriber_advance_batch(subscriber, batch_size=batch_size, until=head)
         if count == 0:
             break
         consumed += count
