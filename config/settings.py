@@ -140,12 +140,6 @@ STORAGES = {
 }
 LOGIN_URL = "admin:login"
 
-# --- Cache --------------------------------------------------------------------------------
-if "CACHE_URL" in env or "REDIS_URL" in env:
-    CACHES = {"default": env.cache_url("CACHE_URL" if "CACHE_URL" in env else "REDIS_URL")}
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-
 # --- Celery -------------------------------------------------------------------------------
 # The broker only wakes things up; the databases hold every piece of pending work, and the
 # periodic sweep finds what a lost message left behind.
@@ -179,6 +173,28 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": max(SWEEP_INTERVAL_SECONDS * 5, 10)},
     },
 }
+
+# --- Cache --------------------------------------------------------------------------------
+# Read-model queries are cached, and every process must see one cache (a projection in a worker
+# invalidates what the web processes serve), so the default is the broker's Redis, database 1.
+
+
+def _cache_url_from_broker(broker_url: str) -> str | None:
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://").split("?")[0] + "?db=1"
+    if broker_url.startswith(("redis://", "rediss://")):
+        base, _, _db = broker_url.rpartition("/")
+        return f"{base}/1" if base.count("/") >= 2 else f"{broker_url.rstrip('/')}/1"
+    return None
+
+
+_cache_url = env.str("CACHE_URL", default=env.str("REDIS_URL", default="")) or _cache_url_from_broker(CELERY_BROKER_URL)
+if _cache_url and _cache_url.startswith("unix://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
+elif _cache_url:
+    CACHES = {"default": env.cache_url_config(_cache_url)}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Event log ----------------------------------------------------------------------------
 RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=1000)

@@ -51,16 +51,22 @@ def broker_url() -> Iterator[str]:
     url = os.environ.get("CELERY_BROKER_URL")
     stack = None
     if url is None:
-        stack = Stack(run_dir=Path(settings.VAR_DIR) / "test-run", echo=False, log_dir=Path(settings.VAR_DIR) / "test-run" / "log")
+        # The embedded broker, where the test settings expect it (the cache lives on it too).
+        stack = Stack(run_dir=Path(settings.RUN_DIR), echo=False, log_dir=Path(settings.VAR_DIR) / "log")
         url = stack.start_embedded_broker()
         stack.wait_ready(["broker"], timeout=20)
-    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
-    os.environ["CELERY_BROKER_URL"] = url
-    celery_app.conf.broker_url = url
-    assert celery_app.connection_for_write().as_uri().startswith(url.split("//")[0])
+        assert url == settings.CELERY_BROKER_URL
     yield url
     if stack is not None:
         stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> None:
+    """Tests flush the databases between them; the cache must not remember the old rows."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 def purge_queues() -> None:
