@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
+
 from django.utils import timezone
 
 from customers import models
 from customers.domain import CreditReleased, CreditReserved, Customer
 from eventlog.domain import RecordedEvent
 from eventlog.persistence import EventStore, Repository
+from eventlog.sql import delete_rows, insert_rows, update_row
 
 ALIAS = "customers"
 store = EventStore(model=models.CustomerEvent, alias=ALIAS, source="customers")
@@ -26,15 +30,16 @@ class CustomerRepository(Repository[Customer]):
             "updated_at": now,
         }
         if recorded[0].version == 1:
-            models.Customer.objects.using(ALIAS).create(id=aggregate.id, created_at=now, **fields)
+            insert_rows(models.Customer, ALIAS, [{"id": aggregate.id, "created_at": now, **fields}])
         else:
-            models.Customer.objects.using(ALIAS).filter(id=aggregate.id).update(**fields)
-        reservations = models.CreditReservation.objects.using(ALIAS)
-        for event in recorded:
-            if event.type == CreditReserved.__name__:
-                reservations.create(order_id=event.data["order_id"], customer_id=aggregate.id, amount=event.data["amount"], reserved_at=now)
-            elif event.type == CreditReleased.__name__:
-                reservations.filter(order_id=event.data["order_id"]).delete()
+            update_row(models.Customer, ALIAS, aggregate.id, fields)
+        reserved = [
+            {"order_id": uuid.UUID(e.data["order_id"]), "customer_id": aggregate.id, "amount": Decimal(e.data["amount"]), "reserved_at": now}
+            for e in recorded
+            if e.type == CreditReserved.__name__
+        ]
+        insert_rows(models.CreditReservation, ALIAS, reserved)
+        delete_rows(models.CreditReservation, ALIAS, "order_id", [uuid.UUID(e.data["order_id"]) for e in recorded if e.type == CreditReleased.__name__])
 
 
 customer_repository = CustomerRepository(store)

@@ -8,7 +8,9 @@ from decimal import Decimal
 
 from customers.domain import INSUFFICIENT_CREDIT, Customer, CustomerAlreadyExists
 from customers.repository import ALIAS, customer_repository
-from eventlog.domain import MessageContext
+from django.db import transaction
+
+from eventlog.domain import ConcurrencyError, MessageContext
 from eventlog.persistence import atomic_with_retry
 
 
@@ -35,14 +37,14 @@ def customer_create(*, name: str, credit_limit: Decimal | str, customer_id: uuid
     customer_id = customer_id or uuid.uuid4()
     context = context or MessageContext(correlation_id=customer_id)
 
-    def command() -> Customer:
-        if customer_repository.get(customer_id) is not None:
-            raise CustomerAlreadyExists(f"customer {customer_id} already exists")
-        customer = Customer.create(customer_id=customer_id, name=name, credit_limit=credit_limit)
-        customer_repository.save(customer, context=context)
-        return customer
-
-    return atomic_with_retry(ALIAS, command, retries=1)
+    customer = Customer.create(customer_id=customer_id, name=name, credit_limit=credit_limit)
+    try:
+        with transaction.atomic(using=ALIAS):
+            # No read first: version 1 of the stream can be written once, the constraint says so.
+            customer_repository.save(customer, context=context)
+    except ConcurrencyError:
+        raise CustomerAlreadyExists(f"customer {customer_id} already exists") from None
+    return customer
 
 
 def credit_reserve(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: Decimal | str, context: MessageContext) -> CreditReservationResult:

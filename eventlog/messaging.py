@@ -4,13 +4,20 @@ The broker only wakes things up: a send that fails is logged and left to the per
 which finds the same work in the database. Contexts never import each other's tasks; they name
 them (``"customers.credit_reserve"``) and the router sends each to its context's queue.
 
+Wake-ups ("there is new work in the database, go and look") are idempotent, so they are
+coalesced: ``wake_on_commit`` hands them to a per-process notifier thread that sends each
+distinct wake-up once per burst, off the request's thread. Commands that carry data use
+``send_task_on_commit`` and are sent one by one.
+
 When the broker is unreachable, sends stop trying for ``BROKER_BACKOFF_SECONDS`` after a
 failure, so that a broker outage costs a business transaction nothing but a log line.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -53,3 +60,63 @@ def send_task_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), kw
     every context here, so the alias is always named.
     """
     transaction.on_commit(lambda: send_task(name, args=args, kwargs=kwargs, queue=queue), using=using)
+
+
+WakeUp = tuple[str, tuple[Any, ...], str | None]
+
+
+class _Notifier:
+    """Sends coalesced wake-ups from a daemon thread; one per process, restarted after fork."""
+
+    def __init__(self) -> None:
+        self._pending: dict[WakeUp, None] = {}
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def request(self, wake_up: WakeUp) -> None:
+        with self._lock:
+            self._pending[wake_up] = None
+            self._idle.clear()
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="wake-up-notifier", daemon=True)
+                self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            with self._lock:
+                batch, self._pending = list(self._pending), {}
+            for name, args, queue in batch:
+                send_task(name, args=args, queue=queue)
+            with self._lock:
+                if not self._pending:
+                    self._idle.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every requested wake-up has been sent (process exit, tests)."""
+        return self._idle.wait(timeout)
+
+
+_notifier = _Notifier()
+atexit.register(_notifier.flush, 2.0)
+
+
+def wake_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), queue: str | None = None) -> None:
+    """After commit, make sure ``name(*args)`` runs soon; bursts collapse into one message."""
+    transaction.on_commit(lambda: _notifier.request((name, tuple(args), queue)), using=using)
+
+
+def wake(name: str, *, args: tuple[Any, ...] = (), queue: str | None = None) -> None:
+    """The same, now (outside a transaction)."""
+    _notifier.request((name, tuple(args), queue))
+
+
+def flush_wake_ups(timeout: float = 5.0) -> bool:
+    return _notifier.flush(timeout)

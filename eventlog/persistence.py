@@ -15,8 +15,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from eventlog.domain import Aggregate, ConcurrencyError, DomainEvent, MessageContext, RecordedEvent
-from eventlog.messaging import send_task_on_commit
+from eventlog.messaging import wake_on_commit
 from eventlog.models import OutboxEvent
+from eventlog.sql import insert_rows
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
@@ -54,10 +55,14 @@ class EventStore:
         return [recorded_from_row(row) for row in rows]
 
     def append(self, *, aggregate: Aggregate, context: MessageContext) -> list[RecordedEvent]:
-        """Write the aggregate's pending events; must run inside the caller's transaction."""
+        """Write the aggregate's pending events; must run inside the caller's transaction.
+
+        No savepoint: a conflict aborts the caller's transaction, which ``atomic_with_retry``
+        runs again from a fresh load.
+        """
         now = timezone.now()
-        rows = [
-            self.model(
+        recorded = [
+            RecordedEvent(
                 event_id=uuid.uuid4(),
                 stream_id=aggregate.id,
                 stream_type=aggregate.stream_type,
@@ -71,15 +76,30 @@ class EventStore:
             )
             for version, event in aggregate.pending_events
         ]
-        if not rows:
+        if not recorded:
             return []
         try:
-            with transaction.atomic(using=self.alias):  # a savepoint: the conflict stays contained
-                self.model.objects.using(self.alias).bulk_create(rows)
+            insert_rows(self.model, self.alias, [event_row(event) for event in recorded])
         except IntegrityError as exc:
             raise ConcurrencyError(f"{aggregate.stream_type} {aggregate.id} was changed by another writer") from exc
-        send_task_on_commit("eventlog.relay", using=self.alias, args=(self.source,))
-        return [recorded_from_row(row) for row in rows]
+        wake_on_commit("eventlog.relay", using=self.alias, args=(self.source,))
+        return recorded
+
+
+def event_row(event: RecordedEvent) -> dict[str, object]:
+    """The columns an outbox row and a log row share."""
+    return {
+        "event_id": event.event_id,
+        "stream_id": event.stream_id,
+        "stream_type": event.stream_type,
+        "version": event.version,
+        "type": event.type,
+        "data": event.data,
+        "occurred_at": event.occurred_at,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "saga_id": event.saga_id,
+    }
 
 
 class Repository(Generic[A]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from eventlog.messaging import send_task
+from eventlog.messaging import wake
 from eventlog.relay import outbox_relay, outboxes
 from eventlog.selectors import log_head
 from eventlog.subscriptions import subscriber_advance, subscriber_lag, subscribers
@@ -19,7 +19,7 @@ def _wake_subscribers(*, only_lagging: bool) -> None:
     for subscriber in subscribers():
         if head is not None and subscriber_lag(subscriber, head=head) == 0:
             continue
-        send_task("eventlog.subscriber_advance", args=(subscriber.name,), queue=subscriber.queue)
+        wake("eventlog.subscriber_advance", args=(subscriber.name,), queue=subscriber.queue)
 
 
 @shared_task(name="eventlog.relay")

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from eventlog.domain import RecordedEvent
 from eventlog.persistence import EventStore, Repository
+from eventlog.sql import insert_rows, update_row
 from orders import models
 from orders.domain import Order
 
@@ -25,17 +26,18 @@ class OrderRepository(Repository[Order]):
             "updated_at": now,
         }
         if recorded[0].version == 1:
-            models.Order.objects.using(ALIAS).create(
-                id=aggregate.id,
-                customer_id=aggregate.customer_id,
-                total=aggregate.total,
-                mode=aggregate.mode.value,
-                saga_id=recorded[0].saga_id,
-                created_at=now,
+            row = {
+                "id": aggregate.id,
+                "customer_id": aggregate.customer_id,
+                "total": aggregate.total,
+                "mode": aggregate.mode.value,
+                "saga_id": recorded[0].saga_id,
+                "created_at": now,
                 **fields,
-            )
+            }
+            insert_rows(models.Order, ALIAS, [row])
         else:
-            models.Order.objects.using(ALIAS).filter(id=aggregate.id).update(**fields)
+            update_row(models.Order, ALIAS, aggregate.id, fields)
 
 
 order_repository = OrderRepository(store)
