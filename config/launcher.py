@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         if embedded_broker:
             stack.start_embedded_broker()
             stack.wait_ready(["broker"], timeout=20)
+            # The broker's queues survive a restart; cached answers must not (the tables may
+            # have changed while it was down).
+            _manage("shell", "--no-imports", "-c", "from django.core.cache import cache; cache.clear()", env=stack.env)
         for queue in QUEUES:
             stack.start_worker(queue)
         stack.start_beat()

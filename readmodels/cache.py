@@ -10,6 +10,7 @@ generation key (eviction, a restarted cache) simply starts a new namespace.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from django.core.cache import cache
 from django.db import transaction
 
+logger = logging.getLogger(__name__)
 ALIAS = "readmodels"
 PREFIX = "rm:"
 VALUE_TTL_SECONDS = 300
@@ -42,14 +44,33 @@ def _generations(kind: str, key: uuid.UUID | str | None) -> str:
     return f"{found[keys[0]]}.{found[EPOCH_KEY]}"
 
 
+_unavailable_until = 0.0
+
+
+def _cache_down(exc: Exception) -> None:
+    global _unavailable_until
+    if time.monotonic() >= _unavailable_until:
+        logger.warning("cache unreachable (%s); reading the tables directly for 5s", exc)
+    _unavailable_until = time.monotonic() + 5.0
+
+
 def cached(kind: str, key: uuid.UUID | str | None, variant: str, load: Callable[[], T]) -> T:
     """``load()`` through the cache, under the current generation of ``(kind, key)``."""
-    value_key = f"{PREFIX}{kind}:{key}:{_generations(kind, key)}:{variant}"
-    hit = cache.get(value_key)
+    if time.monotonic() < _unavailable_until:
+        return load()
+    try:
+        value_key = f"{PREFIX}{kind}:{key}:{_generations(kind, key)}:{variant}"
+        hit = cache.get(value_key)
+    except Exception as exc:  # the cache is an optimisation, never a dependency
+        _cache_down(exc)
+        return load()
     if hit is not None:
         return hit[0]  # type: ignore[no-any-return]
     value = load()
-    cache.set(value_key, (value,), timeout=VALUE_TTL_SECONDS)  # wrapped, so a cached None is a hit
+    try:
+        cache.set(value_key, (value,), timeout=VALUE_TTL_SECONDS)  # wrapped, so a cached None is a hit
+    except Exception as exc:
+        _cache_down(exc)
     return value
 
 
@@ -71,6 +92,9 @@ def _bump(generation_keys: list[str]) -> None:
             cache.incr(generation_key)
         except ValueError:
             pass  # no generation yet: the next reader starts a fresh one
+        except Exception as exc:
+            _cache_down(exc)
+            return
 
 
 def wait_for(probe: Callable[[], Any], *, timeout: float, interval: float = 0.05) -> Any:

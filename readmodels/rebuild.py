@@ -28,7 +28,7 @@ from readmodels.models import ProjectionCheckpoint
 from readmodels.projections import ALIAS, PROJECTIONS, Projection, Target, subscriber_name
 
 SHADOW_SUFFIX = "__rebuild"
-Progress = Callable[[int, int], None]  # (events consumed so far in this call, head)
+Progress = Callable[[int, int], None]  # (position reached, head of the log)
 
 _shadow_apps = Apps()  # shadow models live outside the project's app registry and migrations
 _shadow_models: dict[str, type[models.Model]] = {}
@@ -103,13 +103,15 @@ def shadow_catch_up(subscriber: Subscriber, *, batch_size: int, until: int | Non
     """Fold the log into the shadow up to the head (or ``until``); returns events consumed."""
     consumed = 0
     head = log_head() if until is None else until
-    while subscriber_position(subscriber) < head:
+    position = subscriber_position(subscriber)
+    while position < head:
         count = subscriber_advance_batch(subscriber, batch_size=batch_size, until=head)
         if count == 0:
             break
         consumed += count
+        position = subscriber_position(subscriber)
         if progress:
-            progress(consumed, head)
+            progress(position, head)
     return consumed
 
 

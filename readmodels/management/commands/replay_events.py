@@ -37,20 +37,18 @@ class Command(BaseCommand):
             started = time.perf_counter()
             bar = tqdm(total=head, desc=name, unit="ev", unit_scale=True, disable=options["no_progress"], dynamic_ncols=True)
 
-            def progress(consumed: int, target: int, bar: tqdm = bar) -> None:  # type: ignore[type-arg]
-                if target > bar.total:
-                    bar.total = target
-                bar.n = min(consumed + report_start[0], bar.total)
+            def progress(position: int, target: int, bar: tqdm = bar) -> None:  # type: ignore[type-arg]
+                bar.total = max(bar.total, target)
+                bar.n = min(position, bar.total)
                 bar.refresh()
 
-            report_start = [0]
             try:
                 report = projection_rebuild(name, in_place=options["in_place"], batch_size=options["batch_size"], fresh=options["fresh"], progress=progress)
             except KeyboardInterrupt:
                 bar.close()
                 raise CommandError(f"{name}: interrupted; run the command again to resume where it stopped") from None
-            finally:
-                bar.close()
+            bar.n = bar.total = max(bar.total, report.position)
+            bar.close()
             seconds = time.perf_counter() - started
             rate = report.events / seconds if seconds > 0 else 0.0
             rows = ", ".join(f"{table}: {count}" for table, count in report.rows.items())
