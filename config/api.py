@@ -6,6 +6,7 @@ errors map to 400 (a broken rule) or 409 (a state conflict); nothing else leaks 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -31,7 +33,21 @@ def error_body(message: str, extra: dict[str, Any] | None = None) -> dict[str, A
     return {"message": message, "extra": extra or {}}
 
 
+def _raised_while_parsing(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of DRF's body parsing (``Request._parse``), not out of a view."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is Request._parse.__code__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RecursionError) and _raised_while_parsing(exc):
+        # json refuses a body nested too deeply (e.g. 20,000 "[") with RecursionError, which
+        # DRF's JSONParser does not turn into a ParseError: it is malformed input, not a 500.
+        exc = exceptions.ParseError("JSON parse error - nested too deeply.")
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.message, exc.extra), status=exc.status)
     if isinstance(exc, CONFLICT_ERRORS):
@@ -87,7 +103,14 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
     """Money as a decimal string with at most two places (``"125.00"``); JSON numbers are refused,
     because a float cannot carry a price exactly."""
 
-    default_error_messages = {"type": 'Must be a decimal string such as "125.00", not a JSON {kind}.'}
+    default_error_messages = {
+        "type": 'Must be a decimal string such as "125.00", not a JSON {kind}.',
+        "format": 'Must be a plain decimal string such as "125.00" (digits, at most one point).',
+        "negative": "amount must not be negative",
+    }
+    #: Plain ASCII decimal notation only: Decimal() alone would also take "1e2", "1_000",
+    #: "NaN", "Infinity" and non-ASCII digits such as "١٢٣".
+    PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 
     def __init__(self, *, positive: bool = True, **kwargs: Any) -> None:
         self.positive = positive
@@ -96,10 +119,16 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
     def to_internal_value(self, data: Any) -> Decimal:
         if not isinstance(data, str):
             self.fail("type", kind=type(data).__name__.replace("NoneType", "null"))
+        text = data.strip()
+        if not self.PLAIN_DECIMAL.fullmatch(text):
+            self.fail("format")
         try:
-            return positive_money(data.strip()) if self.positive else money(data.strip())
+            amount = positive_money(text) if self.positive else money(text)
         except InvalidAmount as exc:
             raise serializers.ValidationError(str(exc)) from None
+        if amount.is_signed():  # "-0.00" passes "not below zero" but is no amount to store
+            self.fail("negative")
+        return amount
 
     def to_representation(self, value: Decimal) -> str:
         return f"{Decimal(value):.2f}"

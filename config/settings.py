@@ -172,7 +172,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": SWEEP_INTERVAL_SECONDS,
         "options": {"expires": max(SWEEP_INTERVAL_SECONDS * 5, 10)},
     },
+    "sagas-sweep": {
+        "task": "sagas.sweep",
+        "schedule": SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": max(SWEEP_INTERVAL_SECONDS * 5, 10)},
+    },
 }
+
+# --- Sagas --------------------------------------------------------------------------------
+#: Multiplies every saga step timeout and retry backoff (tests and demos run faster with 0.1).
+SAGA_TIME_SCALE = env.float("SAGA_TIME_SCALE", default=1.0)
 
 # --- Cache --------------------------------------------------------------------------------
 # Read-model queries are cached, and every process must see one cache (a projection in a worker

@@ -13,12 +13,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from config.health import healthz, readyz
 from customers.apis import CustomerCreateApi
 from eventlog.apis import EventListApi, StreamDetailApi
-from orders.apis import OrderCancelApi, OrderCreateApi
 from readmodels.apis import CustomerDetailApi, OrderDetailApi, OrderListApi, ProjectionListApi
+from sagas.apis import OrderCancelApi, OrderPlaceApi, SagaDetailApi, SagaListApi
 
 
-class OrderCollectionApi(OrderListApi, OrderCreateApi):
-    """GET lists orders (readmodels), POST places one (orders)."""
+class OrderCollectionApi(OrderListApi, OrderPlaceApi):
+    """GET lists orders (readmodels), POST places one (the create-order saga, in sagas)."""
 
 
 api = [
@@ -27,6 +27,8 @@ api = [
     path("orders/", OrderCollectionApi.as_view(), name="order-collection"),
     path("orders/<str:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
     path("orders/<str:order_id>/cancel/", OrderCancelApi.as_view(), name="order-cancel"),
+    path("sagas/", SagaListApi.as_view(), name="saga-list"),
+    path("sagas/<str:saga_id>/", SagaDetailApi.as_view(), name="saga-detail"),
     path("events/", EventListApi.as_view(), name="event-list"),
     path("streams/<str:stream_id>/", StreamDetailApi.as_view(), name="stream-detail"),
     path("projections/", ProjectionListApi.as_view(), name="projection-list"),

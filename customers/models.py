@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from eventlog.models import Checkpoint, OutboxEvent
+from eventlog.models import Checkpoint, OutboxEvent, ProcessedCommand
 
 MONEY = {"max_digits": 14, "decimal_places": 2}
 
@@ -49,3 +49,7 @@ class CreditReservation(models.Model):
 
 class CustomersCheckpoint(Checkpoint):
     """Positions of this context's subscribers in the central log."""
+
+
+class CustomersProcessedCommand(ProcessedCommand):
+    """Commands this context has handled (saga steps), with their replies."""

@@ -87,3 +87,23 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscriber} @ {self.position}"
+
+
+class ProcessedCommand(models.Model):
+    """A command a participant has handled, with the reply it gave.
+
+    Written in the same transaction as the command's effects: a redelivered command finds its
+    row and gets the recorded reply again, without acting twice.
+    """
+
+    command_id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=100)
+    saga_id = models.UUIDField(null=True)
+    reply = models.JSONField()
+    processed_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.command_id}"

@@ -51,7 +51,8 @@ class OrderApproved(DomainEvent):
 
 @dataclass(frozen=True)
 class OrderRejected(DomainEvent):
-    reason: str
+    #: Null when a saga gave up for a technical reason (a participant kept failing).
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -96,29 +97,28 @@ class Order(Aggregate):
         order._record(OrderCreated(customer_id=customer_id, total=positive_money(total), mode=OrderMode(mode).value))
         return order
 
-    def _move(self, *, allowed_from: OrderState, target: OrderState, action: str, event: DomainEvent) -> None:
-        # A repeat of the transition that already happened is a no-op: commands arrive at least once.
-        if self.state == target:
-            return
+    def _move(self, *, allowed_from: OrderState, action: str, event: DomainEvent) -> None:
+        # Strict on purpose: a repeated *command* is answered from the participant's record of
+        # processed commands, so a second transition here is another saga breaking a lock.
         if self.state != allowed_from:
             raise InvalidOrderState(self.id, self.state, action)
         self._record(event)
 
     def approve(self) -> None:
-        self._move(allowed_from=OrderState.PENDING, target=OrderState.APPROVED, action="approve", event=OrderApproved())
+        self._move(allowed_from=OrderState.PENDING, action="approve", event=OrderApproved())
 
-    def reject(self, *, reason: RejectionReason | str) -> None:
-        reason = RejectionReason(reason)
-        self._move(allowed_from=OrderState.PENDING, target=OrderState.REJECTED, action="reject", event=OrderRejected(reason=reason.value))
+    def reject(self, *, reason: RejectionReason | str | None) -> None:
+        value = RejectionReason(reason).value if reason is not None else None
+        self._move(allowed_from=OrderState.PENDING, action="reject", event=OrderRejected(reason=value))
 
     def cancel_request(self) -> None:
-        self._move(allowed_from=OrderState.APPROVED, target=OrderState.CANCEL_PENDING, action="cancel", event=OrderCancelRequested())
+        self._move(allowed_from=OrderState.APPROVED, action="cancel", event=OrderCancelRequested())
 
     def cancel_confirm(self) -> None:
-        self._move(allowed_from=OrderState.CANCEL_PENDING, target=OrderState.CANCELLED, action="confirm the cancel", event=OrderCancelled())
+        self._move(allowed_from=OrderState.CANCEL_PENDING, action="confirm the cancel", event=OrderCancelled())
 
     def cancel_revert(self) -> None:
-        self._move(allowed_from=OrderState.CANCEL_PENDING, target=OrderState.APPROVED, action="revert the cancel", event=OrderCancelReverted())
+        self._move(allowed_from=OrderState.CANCEL_PENDING, action="revert the cancel", event=OrderCancelReverted())
 
     def apply(self, event: DomainEvent) -> None:
         match event:
@@ -131,7 +131,7 @@ class Order(Aggregate):
                 self.state = OrderState.APPROVED
             case OrderRejected(reason=reason):
                 self.state = OrderState.REJECTED
-                self.rejection_reason = RejectionReason(reason)
+                self.rejection_reason = RejectionReason(reason) if reason else None
             case OrderCancelRequested():
                 self.state = OrderState.CANCEL_PENDING
             case OrderCancelled():

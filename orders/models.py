@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from eventlog.models import Checkpoint, OutboxEvent
+from eventlog.models import Checkpoint, OutboxEvent, ProcessedCommand
 from orders.domain import OrderMode, OrderState, RejectionReason
 
 
@@ -32,3 +32,7 @@ class Order(models.Model):
 
 class OrdersCheckpoint(Checkpoint):
     """Positions of this context's subscribers in the central log."""
+
+
+class OrdersProcessedCommand(ProcessedCommand):
+    """Commands this context has handled (saga steps), with their replies."""

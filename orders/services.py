@@ -49,7 +49,7 @@ def order_approve(*, order_id: uuid.UUID, context: MessageContext) -> Order:
     return _order_change(order_id, lambda order: order.approve(), context)
 
 
-def order_reject(*, order_id: uuid.UUID, reason: RejectionReason | str, context: MessageContext) -> Order:
+def order_reject(*, order_id: uuid.UUID, reason: RejectionReason | str | None, context: MessageContext) -> Order:
     return _order_change(order_id, lambda order: order.reject(reason=reason), context)
 
 

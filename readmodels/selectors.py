@@ -88,3 +88,8 @@ def projection_status() -> list[dict[str, Any]]:
             }
         )
     return status
+
+
+def order_summary_fresh(*, order_id: uuid.UUID) -> dict[str, Any] | None:
+    """The table itself, past the cache: for a command's pre-check (the cancel's 409)."""
+    return _order_row(order_id)

@@ -1,8 +1,124 @@
-"""Tables of the sagas context (``sagas`` database)."""
+"""Tables of the sagas context (``sagas`` database): saga instances, their step log, idempotency.
+
+A ``SagaStep`` row is both the timeline an operator reads and the orchestrator's outbox: it is
+written in the same transaction as the transition that decided to send its command, with the
+deadline by which a reply is due. The periodic sweep re-sends what is overdue.
+"""
 
 from __future__ import annotations
 
+from django.db import models
+
 from eventlog.models import Checkpoint
+
+
+class SagaState(models.TextChoices):
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"
+
+
+ACTIVE_STATES = (SagaState.RUNNING, SagaState.COMPENSATING)
+
+
+class StepKind(models.TextChoices):
+    FORWARD = "forward"
+    COMPENSATION = "compensation"
+
+
+class StepStatus(models.TextChoices):
+    WAITING = "WAITING", "command sent, waiting for the reply"
+    RETRY_WAIT = "RETRY_WAIT", "failed, waiting to be sent again"
+    SUCCEEDED = "SUCCEEDED"
+    REFUSED = "REFUSED", "refused by the participant (a business answer)"
+    FAILED = "FAILED", "failed after its last attempt"
+
+
+class SagaInstance(models.Model):
+    id = models.UUIDField(primary_key=True)
+    type = models.CharField(max_length=50)
+    mode = models.CharField(max_length=16, default="orchestration")
+    definition_version = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=SagaState.choices, default=SagaState.RUNNING)
+    #: What the saga holds a lock on (the order): one active saga per subject.
+    subject_id = models.UUIDField()
+    data = models.JSONField(default=dict)
+    correlation_id = models.UUIDField()
+    version = models.PositiveIntegerField(default=1)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=("state", "type"), name="sagas_state_type")]
+        constraints = [
+            models.UniqueConstraint(fields=("subject_id",), condition=models.Q(state__in=[s.value for s in ACTIVE_STATES]), name="sagas_one_active_per_subject"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} {self.state}"
+
+
+class SagaStep(models.Model):
+    saga = models.ForeignKey(SagaInstance, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveIntegerField()
+    name = models.CharField(max_length=50)
+    kind = models.CharField(max_length=16, choices=StepKind.choices)
+    command = models.CharField(max_length=100)
+    command_id = models.UUIDField(unique=True)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=StepStatus.choices)
+    attempts = models.PositiveIntegerField(default=1)
+    #: WAITING: when the reply is overdue; RETRY_WAIT: when to send again.
+    due_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    reply = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("id",)
+        indexes = [models.Index(fields=("status", "due_at"), name="sagas_step_due")]
+        constraints = [models.UniqueConstraint(fields=("saga", "index", "kind"), name="sagas_one_row_per_step_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}) {self.status}"
+
+
+class SagaLogEntry(models.Model):
+    """Append-only history: every command sent, reply received, error, timeout and retry."""
+
+    saga = models.ForeignKey(SagaInstance, on_delete=models.CASCADE, related_name="log")
+    at = models.DateTimeField()
+    step = models.CharField(max_length=50, blank=True)
+    kind = models.CharField(max_length=16, blank=True)
+    event = models.CharField(max_length=20)
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S} {self.step} {self.event}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a request that carried an ``Idempotency-Key``, per user."""
+
+    user_id = models.BigIntegerField()
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField()
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=("user_id", "key"), name="sagas_idempotency_key")]
 
 
 class SagasCheckpoint(Checkpoint):

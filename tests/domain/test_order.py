@@ -113,10 +113,14 @@ def test_terminal_states_refuse_other_transitions() -> None:
             getattr(order, command)()
 
 
-def test_repeating_the_transition_that_happened_is_a_no_op() -> None:
+def test_repeating_a_transition_is_refused_because_it_would_break_a_lock() -> None:
     order = approved_order()
-    order.approve()
-    assert order.pending_events == []
+    with pytest.raises(InvalidOrderState):
+        order.approve()
+    order.cancel_request()
+    with pytest.raises(InvalidOrderState):
+        order.cancel_request()  # a second cancel saga must not pass the semantic lock
+    assert [type(e) for _, e in order.pending_events] == [OrderCancelRequested]
 
 
 def test_fold_rebuilds_state_and_version() -> None:

@@ -1,0 +1,320 @@
+"""The saga orchestrator: durable instances driven by replies, deadlines and the sweep.
+
+Every transition is one transaction of the ``sagas`` database. It locks the instance row,
+writes the instance, the step rows (the timeline, which is also the outbox of commands) and
+the log, and sends the command only after commit. Nothing waits in memory:
+
+- a reply moves the saga on (``saga_reply_handle``);
+- a deadline in the database (``SagaStep.due_at``), found by the periodic sweep
+  (``saga_sweep``), turns a missing reply into a timeout, and a due retry into a re-send.
+
+The same ``command_id`` is used for every attempt of a step, so a participant that did
+the work but whose reply was lost answers the re-send from its record, without acting twice.
+
+Failure semantics:
+
+- A business refusal compensates the completed steps in reverse, one at a time, each
+  confirmed before the next.
+- A technical failure (an error reply, a timeout) is retried with backoff per the step's
+  policy, then compensates.
+- A compensation that exhausts its retries leaves the saga FAILED, for an operator
+  (``saga_retry``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from eventlog.commands import ERROR, OK, REFUSED, Command
+from eventlog.messaging import send_task_on_commit
+from sagas.definitions import Data, SagaDefinition, Step, definition_get
+from sagas.models import SagaInstance, SagaLogEntry, SagaState, SagaStep, StepKind, StepStatus
+
+logger = logging.getLogger(__name__)
+
+ALIAS = "sagas"
+REPLY_TASK = "sagas.saga_reply"
+OPEN_STEP_STATUSES = (StepStatus.WAITING, StepStatus.RETRY_WAIT)
+
+
+class SagaConflict(Exception):
+    """Another saga holds the subject (a semantic lock), or the saga is not in a state for this."""
+
+
+def _scaled(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds * settings.SAGA_TIME_SCALE)
+
+
+def _log(saga: SagaInstance, event: str, detail: str = "", *, step: SagaStep | None = None) -> None:
+    SagaLogEntry.objects.using(ALIAS).create(saga=saga, at=timezone.now(), step=step.name if step else "", kind=step.kind if step else "", event=event, detail=detail[:2000])
+
+
+def _definition(saga: SagaInstance) -> SagaDefinition:
+    return definition_get(saga.type, saga.definition_version)
+
+
+def _save(saga: SagaInstance, **changes: Any) -> None:
+    for name, value in changes.items():
+        setattr(saga, name, value)
+    saga.version += 1
+    saga.updated_at = timezone.now()
+    if saga.state not in (SagaState.RUNNING, SagaState.COMPENSATING) and saga.ended_at is None:
+        saga.ended_at = saga.updated_at
+    saga.save(using=ALIAS)
+
+
+def _send(saga: SagaInstance, step: SagaStep) -> None:
+    command = Command(
+        command_id=step.command_id,
+        name=step.command,
+        payload=step.payload,
+        saga_id=saga.id,
+        correlation_id=saga.correlation_id,
+        reply_to=REPLY_TASK,
+        step=step.name,
+    )
+    send_task_on_commit(step.command, using=ALIAS, args=(command.to_message(),))
+
+
+def _dispatch(saga: SagaInstance, index: int, kind: StepKind) -> SagaStep:
+    """Record the step's command (with its deadline) and send it after commit."""
+    definition_step = _definition(saga).step(index)
+    action = definition_step.action if kind == StepKind.FORWARD else definition_step.compensation
+    assert action is not None
+    now = timezone.now()
+    step = SagaStep.objects.using(ALIAS).create(
+        saga=saga,
+        index=index,
+        name=definition_step.name,
+        kind=kind,
+        command=action.command,
+        command_id=uuid.uuid4(),
+        payload=action.payload(saga.data),
+        status=StepStatus.WAITING,
+        attempts=1,
+        due_at=now + _scaled(definition_step.timeout),
+        started_at=now,
+    )
+    _log(saga, "sent", f"{step.command} attempt 1", step=step)
+    _send(saga, step)
+    return step
+
+
+# --- starting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    saga_id: uuid.UUID
+    definition_version: int
+
+
+def saga_start(*, saga_type: str, data: Data, subject_id: uuid.UUID, saga_id: uuid.UUID | None = None, correlation_id: uuid.UUID | None = None) -> SagaInstance:
+    """Create a RUNNING saga and send its first command, in one transaction (send after commit).
+
+    Raises ``SagaConflict`` when another active saga holds ``subject_id``. Must run inside a
+    transaction on ``sagas`` (so a caller can store an idempotency record with it), or opens one.
+    """
+    definition = definition_get(saga_type)
+    now = timezone.now()
+    saga_id = saga_id or uuid.uuid4()
+    with transaction.atomic(using=ALIAS):
+        try:
+            with transaction.atomic(using=ALIAS):  # a savepoint: the lock conflict stays contained
+                saga = SagaInstance.objects.using(ALIAS).create(
+                    id=saga_id,
+                    type=definition.type,
+                    definition_version=definition.version,
+                    state=SagaState.RUNNING,
+                    subject_id=subject_id,
+                    data=data,
+                    correlation_id=correlation_id or saga_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+        except IntegrityError:
+            raise SagaConflict(f"another saga is already running for {subject_id}") from None
+        _log(saga, "started", f"{definition.type} v{definition.version}")
+        _dispatch(saga, 0, StepKind.FORWARD)
+        return saga
+
+
+# --- moving on ----------------------------------------------------------------------------
+
+
+def _forward_done(saga: SagaInstance, step: SagaStep) -> None:
+    definition = _definition(saga)
+    if step.index + 1 < len(definition.steps):
+        _dispatch(saga, step.index + 1, StepKind.FORWARD)
+        _save(saga)
+    else:
+        _save(saga, state=SagaState.COMPLETED)
+        _log(saga, "completed")
+
+
+def _compensate_from(saga: SagaInstance, index: int) -> None:
+    """Compensate the highest completed step at or below ``index`` that has a compensation."""
+    definition = _definition(saga)
+    succeeded = set(
+        SagaStep.objects.using(ALIAS).filter(saga=saga, kind=StepKind.FORWARD, status=StepStatus.SUCCEEDED).values_list("index", flat=True)
+    )
+    compensated = set(SagaStep.objects.using(ALIAS).filter(saga=saga, kind=StepKind.COMPENSATION).values_list("index", flat=True))
+    for candidate in range(index, -1, -1):
+        if candidate in succeeded and candidate not in compensated and definition.step(candidate).compensation is not None:
+            _dispatch(saga, candidate, StepKind.COMPENSATION)
+            _save(saga, state=SagaState.COMPENSATING)
+            return
+    _save(saga, state=SagaState.COMPENSATED)
+    _log(saga, "compensated")
+
+
+def _technical_failure(saga: SagaInstance, step: SagaStep, error: str) -> None:
+    policy = _definition(saga).step(step.index).retry
+    step.error = error[:2000]
+    if step.attempts < policy.max_attempts:
+        step.status = StepStatus.RETRY_WAIT
+        step.due_at = timezone.now() + _scaled(policy.delay(step.attempts))
+        step.save(using=ALIAS)
+        _log(saga, "retry_wait", f"attempt {step.attempts} failed: {error}", step=step)
+        _save(saga)
+        return
+    step.status = StepStatus.FAILED
+    step.due_at = None
+    step.ended_at = timezone.now()
+    step.save(using=ALIAS)
+    _log(saga, "gave_up", f"after {step.attempts} attempts: {error}", step=step)
+    if step.kind == StepKind.FORWARD:
+        saga.last_error = f"{step.name}: {error}"[:2000]
+        _compensate_from(saga, step.index - 1)
+    else:
+        _save(saga, state=SagaState.FAILED, last_error=f"compensation {step.name}: {error}"[:2000])
+        _log(saga, "failed", "needs an operator: manage.py recover_sagas --retry " + str(saga.id))
+
+
+def _lock(saga_id: uuid.UUID) -> SagaInstance | None:
+    return SagaInstance.objects.using(ALIAS).select_for_update().filter(id=saga_id).first()
+
+
+def saga_reply_handle(reply: dict[str, Any]) -> str:
+    """Apply a participant's reply; a duplicate or late reply changes nothing."""
+    with transaction.atomic(using=ALIAS):
+        saga = _lock(uuid.UUID(reply["saga_id"]))
+        if saga is None:
+            return "unknown saga"
+        step = SagaStep.objects.using(ALIAS).filter(saga=saga, command_id=uuid.UUID(reply["command_id"])).first()
+        # A reply to a step in RETRY_WAIT is welcome: the failed attempt may have done the work.
+        if step is None or step.status not in OPEN_STEP_STATUSES:
+            return "ignored"
+        outcome = reply["outcome"]
+        if outcome == ERROR:
+            _technical_failure(saga, step, reply.get("error") or "error")
+            return "retrying"
+        now = timezone.now()
+        step.reply = {k: reply.get(k) for k in ("outcome", "data", "reason", "error")}
+        step.ended_at = now
+        step.due_at = None
+        if outcome == OK:
+            step.status = StepStatus.SUCCEEDED
+            step.save(using=ALIAS)
+            _log(saga, "succeeded", step=step)
+            if step.kind == StepKind.FORWARD:
+                _forward_done(saga, step)
+            else:
+                _compensate_from(saga, step.index - 1)
+            return "advanced"
+        if outcome == REFUSED:
+            step.status = StepStatus.REFUSED
+            step.error = reply.get("error") or reply.get("reason") or "refused"
+            step.save(using=ALIAS)
+            _log(saga, "refused", f"{reply.get('reason')}: {reply.get('error')}", step=step)
+            if step.kind == StepKind.COMPENSATION:
+                _save(saga, state=SagaState.FAILED, last_error=f"compensation {step.name} refused: {step.error}")
+                _log(saga, "failed", "a compensation was refused; needs an operator")
+                return "failed"
+            refused: Step = _definition(saga).step(step.index)
+            if refused.on_refused is not None:
+                saga.data = refused.on_refused(saga.data, reply.get("reason") or "")
+            saga.last_error = f"{step.name} refused: {reply.get('reason')}"
+            _compensate_from(saga, step.index - 1)
+            return "compensating"
+        raise ValueError(f"unknown reply outcome {outcome!r}")
+
+
+# --- deadlines ----------------------------------------------------------------------------
+
+
+def saga_step_due(step_id: int) -> str:
+    """A step's deadline passed: a WAITING step timed out, a RETRY_WAIT step is sent again."""
+    with transaction.atomic(using=ALIAS):
+        step = SagaStep.objects.using(ALIAS).filter(id=step_id).first()
+        if step is None:
+            return "gone"
+        saga = _lock(step.saga_id)
+        step.refresh_from_db(using=ALIAS)
+        now = timezone.now()
+        if saga is None or step.status not in OPEN_STEP_STATUSES or step.due_at is None or step.due_at > now:
+            return "not due"
+        if step.status == StepStatus.WAITING:
+            timeout = _definition(saga).step(step.index).timeout * settings.SAGA_TIME_SCALE
+            _technical_failure(saga, step, f"no reply within {timeout:.1f}s (timed out)")
+            return "timed out"
+        step.status = StepStatus.WAITING
+        step.attempts += 1
+        step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
+        step.save(using=ALIAS)
+        _log(saga, "sent", f"{step.command} attempt {step.attempts} (same command id)", step=step)
+        _send(saga, step)
+        _save(saga)
+        return "resent"
+
+
+def due_steps(*, limit: int = 500) -> list[int]:
+    return list(
+        SagaStep.objects.using(ALIAS).filter(status__in=OPEN_STEP_STATUSES, due_at__lte=timezone.now()).order_by("due_at").values_list("id", flat=True)[:limit]
+    )
+
+
+def saga_sweep() -> dict[str, int]:
+    """Handle every overdue step: the database, not a Celery countdown, holds the deadlines."""
+    outcomes: dict[str, int] = {}
+    for step_id in due_steps():
+        outcome = saga_step_due(step_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
+# --- operators ----------------------------------------------------------------------------
+
+
+def saga_retry(saga_id: uuid.UUID) -> SagaInstance:
+    """An operator retries a FAILED saga: its failed compensation runs again, fresh attempts."""
+    with transaction.atomic(using=ALIAS):
+        saga = _lock(saga_id)
+        if saga is None:
+            raise LookupError(f"no saga {saga_id}")
+        if saga.state != SagaState.FAILED:
+            raise SagaConflict(f"saga {saga_id} is {saga.state}; only a FAILED saga can be retried")
+        step = SagaStep.objects.using(ALIAS).filter(saga=saga, kind=StepKind.COMPENSATION).exclude(status=StepStatus.SUCCEEDED).order_by("-id").first()
+        if step is None:
+            raise SagaConflict(f"saga {saga_id} has no failed compensation to retry")
+        now = timezone.now()
+        if step.status == StepStatus.REFUSED:
+            # The participant recorded its refusal under the old id; ask afresh.
+            step.command_id = uuid.uuid4()
+        step.status = StepStatus.WAITING
+        step.attempts = 1
+        step.ended_at = None
+        step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
+        step.save(using=ALIAS)
+        _save(saga, state=SagaState.COMPENSATING, ended_at=None)
+        _log(saga, "operator_retry", f"{step.command} attempt 1 (same command id)", step=step)
+        _send(saga, step)
+        return saga
