@@ -88,13 +88,17 @@ class BodySizeLimitMiddleware:
 
 
 class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """A serializer that refuses fields it does not know, instead of silently dropping them."""
+    """A serializer that refuses fields it does not know, instead of silently dropping them,
+    and UUIDs that are not strings (DRF's UUIDField turns the JSON number 123 into a UUID)."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
+            for name, field in self.fields.items():
+                if isinstance(field, serializers.UUIDField) and data.get(name) is not None and not isinstance(data[name], str):
+                    errors[name] = [f"Must be a UUID string, not a JSON {type(data[name]).__name__}."]
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 from customers.invariants import customers_fold_check, reservations_by_order
 from eventlog.invariants import CheckResult, Violation, outbox_in_log_check
-from orders.invariants import orders_by_id, orders_fold_check
+from orders.invariants import orders_by_id, orders_fold_check, orders_terminal_check
 from readmodels.invariants import readmodels_replay_check
+from sagas.invariants import sagas_settled_check
 
 def credit_matches_orders_check() -> CheckResult:
     """Credit is reserved for exactly the orders that hold it, for their total.
@@ -44,4 +45,6 @@ CHECKS: list[Callable[[], CheckResult]] = [
     outbox_in_log_check,
     credit_matches_orders_check,
     readmodels_replay_check,
+    orders_terminal_check,
+    sagas_settled_check,
 ]

@@ -34,7 +34,7 @@ def _broker_backing_off() -> bool:
     return time.monotonic() < getattr(_state, "down_until", 0.0)
 
 
-def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None) -> bool:
+def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None, expires: Any = None) -> bool:
     """Send a task by name now; ``False`` (and one warning) if the broker could not take it."""
     from config.celery_app import app
 
@@ -43,6 +43,8 @@ def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] |
     options: dict[str, Any] = {"retry": True, "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}}
     if queue is not None:
         options["queue"] = queue
+    if expires is not None:
+        options["expires"] = expires
     try:
         app.send_task(name, args=args, kwargs=kwargs or {}, **options)
     except Exception as exc:  # the broker being down must never fail the business transaction
@@ -53,13 +55,13 @@ def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] |
     return True
 
 
-def send_task_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None) -> None:
+def send_task_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None, expires: Any = None) -> None:
     """Send after the transaction on ``using`` commits; never for a rolled-back one.
 
     Celery's ``delay_on_commit`` binds to the ``default`` alias, which is the wrong database for
     every context here, so the alias is always named.
     """
-    transaction.on_commit(lambda: send_task(name, args=args, kwargs=kwargs, queue=queue), using=using)
+    transaction.on_commit(lambda: send_task(name, args=args, kwargs=kwargs, queue=queue, expires=expires), using=using)
 
 
 WakeUp = tuple[str, tuple[Any, ...], str | None]

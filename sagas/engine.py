@@ -81,7 +81,9 @@ def _send(saga: SagaInstance, step: SagaStep) -> None:
         reply_to=REPLY_TASK,
         step=step.name,
     )
-    send_task_on_commit(step.command, using=ALIAS, args=(command.to_message(),))
+    # The command expires with its attempt: a copy delivered after the deadline (a worker that
+    # was down, a requeued message) is discarded by Celery instead of acting late.
+    send_task_on_commit(step.command, using=ALIAS, args=(command.to_message(),), expires=step.due_at)
 
 
 def _dispatch(saga: SagaInstance, index: int, kind: StepKind) -> SagaStep:
@@ -193,7 +195,13 @@ def _technical_failure(saga: SagaInstance, step: SagaStep, error: str) -> None:
     _log(saga, "gave_up", f"after {step.attempts} attempts: {error}", step=step)
     if step.kind == StepKind.FORWARD:
         saga.last_error = f"{step.name}: {error}"[:2000]
-        _compensate_from(saga, step.index - 1)
+        # The last attempt's outcome is unknown (it may have done the work and lost its reply),
+        # so this step is compensated too; compensations are idempotent.
+        if _definition(saga).step(step.index).compensation is not None:
+            _dispatch(saga, step.index, StepKind.COMPENSATION)
+            _save(saga, state=SagaState.COMPENSATING)
+        else:
+            _compensate_from(saga, step.index - 1)
     else:
         _save(saga, state=SagaState.FAILED, last_error=f"compensation {step.name}: {error}"[:2000])
         _log(saga, "failed", "needs an operator: manage.py recover_sagas --retry " + str(saga.id))

@@ -103,6 +103,47 @@ def system(broker_url: str, tmp_path: Path) -> Iterator[Stack]:
         connections.close_all()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def saga_system(broker_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """The whole system as ``make run`` starts it (workers, beat, web), on the test databases,
+    with saga timeouts and backoff scaled down (x0.2) and a fast sweep. ``stack.base_url``."""
+    purge_queues()
+    env = worker_env(broker_url)
+    env.update({"SAGA_TIME_SCALE": "0.2", "SWEEP_INTERVAL_SECONDS": "0.5", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"})
+    stack = Stack(env=env, run_dir=tmp_path / "run", log_dir=tmp_path / "log", echo=False)
+    port = free_port()
+    try:
+        for queue in QUEUES:
+            stack.start_worker(queue)
+        stack.start_beat()
+        stack.start_web(host="127.0.0.1", port=port, workers=2)
+        stack.wait_ready(timeout=90)
+        stack.base_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        eventually(lambda: _answers(stack.base_url + "/healthz"), message="gunicorn to answer")  # type: ignore[attr-defined]
+        yield stack
+    finally:
+        stack.stop()
+        connections.close_all()
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, message: str = "condition") -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``message`` on timeout."""
     deadline = time.monotonic() + timeout

@@ -69,7 +69,7 @@ def test_verify_passes_on_a_consistent_system() -> None:
     relay_and_project()
     ok, report = verify()
     assert ok, report
-    assert "All 5 invariant checks passed." in report
+    assert "All 7 invariant checks passed." in report
 
 
 @pytest.mark.parametrize(

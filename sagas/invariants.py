@@ -1,0 +1,28 @@
+"""Invariant of the sagas context: every saga settles (COMPLETED, COMPENSATED or FAILED)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.utils import timezone
+
+from eventlog.invariants import CheckResult, Violation
+from sagas.engine import ALIAS
+from sagas.models import ACTIVE_STATES, SagaInstance, SagaState
+
+
+def sagas_settled_check(*, settle_seconds: float = 30.0) -> CheckResult:
+    """A saga still active after ``settle_seconds`` without progress is stuck; a FAILED saga
+    waits for an operator. Younger active sagas are in flight, not violations."""
+    cutoff = timezone.now() - dt.timedelta(seconds=settle_seconds)
+    violations = [
+        Violation("every saga settles", f"saga {saga_id} ({saga_type})", f"{state} with no progress since {updated_at:%Y-%m-%d %H:%M:%S}")
+        for saga_id, saga_type, state, updated_at in SagaInstance.objects.using(ALIAS)
+        .filter(state__in=ACTIVE_STATES, updated_at__lt=cutoff)
+        .values_list("id", "type", "state", "updated_at")
+    ]
+    violations += [
+        Violation("every saga settles", f"saga {saga_id} ({saga_type})", f"FAILED and waits for an operator: {error[:200]}")
+        for saga_id, saga_type, error in SagaInstance.objects.using(ALIAS).filter(state=SagaState.FAILED).values_list("id", "type", "last_error")
+    ]
+    return CheckResult(name="every saga is COMPLETED, COMPENSATED or FAILED", checked=SagaInstance.objects.using(ALIAS).count(), violations=violations)

@@ -1,0 +1,289 @@
+"""Orchestrated sagas end to end: HTTP to gunicorn, real workers, beat and broker, and faults
+injected for real (a killed worker, lost and duplicated messages, a failing database write).
+After each, ``manage.py verify`` must pass."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connections
+from rest_framework.authtoken.models import Token
+
+from config.launcher import Stack
+from customers.models import CreditReservation, CustomerEvent
+from customers.models import Customer as CustomerRow
+from eventlog.messaging import send_task
+from orders.models import Order, OrderEvent
+from sagas.models import SagaInstance, SagaStep
+from tests.conftest import eventually, purge_queues
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, databases="__all__")]
+
+TERMINAL_SAGA = ("COMPLETED", "COMPENSATED", "FAILED")
+
+
+class Api:
+    def __init__(self, base_url: str) -> None:
+        user = get_user_model().objects.create_user("saga-tester", password="x" * 16)
+        self.token = Token.objects.create(user=user).key
+        self.base_url = base_url
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.base_url + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+        request.add_header("Authorization", f"Token {self.token}")
+        request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _json(error.read())
+
+    def customer(self, limit: str) -> str:
+        status, body = self.call("POST", "/api/customers/", {"name": "Ada", "credit_limit": limit})
+        assert status == 201, body
+        return str(body["id"])
+
+    def order(self, customer_id: str, total: str, **headers: str) -> dict[str, Any]:
+        status, body = self.call("POST", "/api/orders/", {"customer_id": customer_id, "total": total}, headers)
+        assert status == 202, body
+        return body  # type: ignore[no-any-return]
+
+    def settled_order(self, order_id: str, *, states: tuple[str, ...] = ("APPROVED", "REJECTED", "CANCELLED"), timeout: float = 60) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            status, body = self.call("GET", f"/api/orders/{order_id}/")
+            return body if status == 200 and body["state"] in states else None
+
+        return eventually(probe, timeout=timeout, interval=0.2, message=f"order {order_id} to reach {states}")
+
+    def settled_saga(self, saga_id: str, timeout: float = 60) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            status, body = self.call("GET", f"/api/sagas/{saga_id}/")
+            return body if status == 200 and body["state"] in TERMINAL_SAGA else None
+
+        return eventually(probe, timeout=timeout, interval=0.2, message=f"saga {saga_id} to settle")
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return {"unparsed": raw[:2000].decode(errors="replace")}
+
+
+@pytest.fixture
+def api(saga_system: Stack) -> Api:
+    return Api(saga_system.base_url)  # type: ignore[attr-defined]
+
+
+def assert_verify_passes() -> None:
+    out = StringIO()
+    # Projections catch up within the sweep; verify compares them with a replay at their position.
+    call_command("relay_outbox", "--advance", stdout=StringIO())
+    call_command("verify", stdout=out)
+    assert "All 7 invariant checks passed." in out.getvalue(), out.getvalue()
+
+
+def credit(api: Api, customer_id: str, *, reserved: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        status, body = api.call("GET", f"/api/customers/{customer_id}/")
+        return body if status == 200 and body["credit_reserved"] == reserved else None
+
+    return eventually(probe, timeout=30, interval=0.2, message=f"customer {customer_id} to show {reserved} reserved")
+
+
+def test_approve_reject_equal_to_limit_cancel_and_cancel_conflict(api: Api) -> None:
+    customer = api.customer("100.00")
+    approved = api.order(customer, "60.00")
+    assert approved["state"] == "PENDING" and approved["mode"] == "orchestration"
+    assert api.settled_order(approved["id"])["state"] == "APPROVED"
+    equal = api.order(customer, "40.00")  # exactly the available credit
+    assert api.settled_order(equal["id"])["state"] == "APPROVED"
+    too_much = api.order(customer, "0.01")
+    rejected = api.settled_order(too_much["id"])
+    assert (rejected["state"], rejected["rejection_reason"]) == ("REJECTED", "INSUFFICIENT_CREDIT")
+    unknown = api.order(str(uuid.uuid4()), "5.00")
+    rejected = api.settled_order(unknown["id"])
+    assert (rejected["state"], rejected["rejection_reason"]) == ("REJECTED", "UNKNOWN_CUSTOMER")
+    assert credit(api, customer, reserved="100.00")["available_credit"] == "0.00"
+
+    status, body = api.call("POST", f"/api/orders/{too_much['id']}/cancel/")
+    assert status == 409 and body["extra"]["state"] == "REJECTED"
+    status, body = api.call("POST", f"/api/orders/{approved['id']}/cancel/")
+    assert status == 202 and body["state"] == "CANCEL_PENDING"
+    assert api.settled_order(approved["id"], states=("CANCELLED",))["state"] == "CANCELLED"
+    assert credit(api, customer, reserved="40.00")["available_credit"] == "60.00"
+    status, body = api.call("POST", f"/api/orders/{approved['id']}/cancel/")
+    assert status == 409
+
+    saga = api.settled_saga(approved["saga_id"])
+    assert saga["state"] == "COMPLETED" and [s["name"] for s in saga["steps"]] == ["create_order", "reserve_credit", "approve_order"]
+    rejected_saga = api.settled_saga(too_much["saga_id"])
+    assert rejected_saga["state"] == "COMPENSATED"
+    assert [(s["name"], s["kind"], s["status"]) for s in rejected_saga["steps"]] == [
+        ("create_order", "forward", "SUCCEEDED"),
+        ("reserve_credit", "forward", "REFUSED"),
+        ("create_order", "compensation", "SUCCEEDED"),
+    ]
+    assert_verify_passes()
+
+
+def test_a_pending_order_cannot_be_cancelled(api: Api, saga_system: Stack) -> None:
+    customer = api.customer("10.00")
+    saga_system.processes["worker-customers"].kill()  # the order stays PENDING: a semantic lock
+    placed = api.order(customer, "5.00")
+    api.settled_order(placed["id"], states=("PENDING",))
+    status, body = api.call("POST", f"/api/orders/{placed['id']}/cancel/")
+    assert status == 409 and body["extra"]["state"] == "PENDING"
+    saga_system.start_worker("customers")
+    saga_system.wait_ready(timeout=60)
+    assert api.settled_order(placed["id"])["state"] in ("APPROVED", "REJECTED")
+    api.settled_saga(placed["saga_id"])
+    assert_verify_passes()
+
+
+def test_twenty_concurrent_orders_against_a_limit_of_ten(api: Api) -> None:
+    customer = api.customer("100.00")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        placed = list(pool.map(lambda _: api.order(customer, "10.00"), range(20)))
+    states = [api.settled_order(p["id"])["state"] for p in placed]
+    assert states.count("APPROVED") == 10 and states.count("REJECTED") == 10
+    assert credit(api, customer, reserved="100.00")["available_credit"] == "0.00"
+    assert CustomerRow.objects.using("customers").get(id=customer).credit_reserved == Decimal("100.00")
+    assert_verify_passes()
+
+
+def test_every_command_and_reply_delivered_twice_changes_nothing(api: Api) -> None:
+    customer = api.customer("50.00")
+    sagas = [api.order(customer, total)["saga_id"] for total in ("30.00", "30.00")]  # one approved, one rejected
+    for saga_id in sagas:
+        api.settled_saga(saga_id)
+    api.call("POST", f"/api/orders/{SagaInstance.objects.using('sagas').get(id=sagas[0]).data['order_id']}/cancel/")
+    eventually(lambda: SagaInstance.objects.using("sagas").filter(type="cancel_order", state="COMPLETED").exists(), timeout=60, message="cancel saga")
+    before = (OrderEvent.objects.using("orders").count(), CustomerEvent.objects.using("customers").count(), list(CreditReservation.objects.using("customers").values_list("order_id", flat=True)))
+    steps = list(SagaStep.objects.using("sagas").all())
+    assert len(steps) >= 8
+    for step in steps:  # every command again, with the same id, through the broker
+        message = {"command_id": str(step.command_id), "name": step.command, "payload": step.payload, "saga_id": str(step.saga_id), "correlation_id": str(step.saga_id), "reply_to": "sagas.saga_reply", "step": step.name}
+        assert send_task(step.command, args=(message,))
+        assert step.reply is not None
+        assert send_task("sagas.saga_reply", args=({"command_id": str(step.command_id), "saga_id": str(step.saga_id), "step": step.name, **step.reply},))
+    time.sleep(3)  # let the duplicates (and the replies they cause) be processed
+    after = (OrderEvent.objects.using("orders").count(), CustomerEvent.objects.using("customers").count(), list(CreditReservation.objects.using("customers").values_list("order_id", flat=True)))
+    assert after == before
+    assert {s.id: (s.status, s.attempts) for s in SagaStep.objects.using("sagas").all()} == {s.id: (s.status, s.attempts) for s in steps}
+    assert_verify_passes()
+
+
+def test_a_lost_reply_is_recovered_by_the_sweep(api: Api, saga_system: Stack) -> None:
+    customer = api.customer("20.00")
+    saga_system.processes["worker-sagas"].kill()
+    saga_system.processes["beat"].kill()
+    placed = api.order(customer, "15.00")
+    # The orders worker creates the order and replies; nobody consumes the reply: drop it.
+    eventually(lambda: Order.objects.using("orders").filter(id=placed["id"]).exists(), message="the order to be created")
+    time.sleep(0.5)
+    purge_queues()
+    saga_system.start_worker("sagas")
+    saga_system.start_beat()
+    saga_system.wait_ready(timeout=60)
+    assert api.settled_order(placed["id"])["state"] == "APPROVED"
+    saga = api.settled_saga(placed["saga_id"])
+    assert saga["state"] == "COMPLETED"
+    assert saga["steps"][0]["attempts"] >= 2  # re-sent with the same command id, answered from the record
+    assert OrderEvent.objects.using("orders").filter(stream_id=placed["id"], type="OrderCreated").count() == 1
+    assert_verify_passes()
+
+
+def test_a_worker_killed_mid_step_leaves_no_saga_unfinished(api: Api, saga_system: Stack) -> None:
+    customer = api.customer("100.00")
+    placed = [api.order(customer, "7.00") for _ in range(12)]
+    time.sleep(0.3)  # some steps are in flight now
+    for name in ("worker-customers", "worker-orders"):
+        saga_system.processes[name].signal(signal.SIGKILL)
+    time.sleep(1)
+    saga_system.start_worker("customers")
+    saga_system.start_worker("orders")
+    saga_system.wait_ready(timeout=60)
+    states = [api.settled_order(p["id"], timeout=90)["state"] for p in placed]
+    approved = states.count("APPROVED")
+    assert approved + states.count("REJECTED") == 12
+    for p in placed:
+        api.settled_saga(p["saga_id"], timeout=90)
+    assert CustomerRow.objects.using("customers").get(id=customer).credit_reserved == Decimal("7.00") * approved
+    assert_verify_passes()
+
+
+def _orders_trigger(sql_sqlite: str, sql_postgres: list[str]) -> None:
+    with connections["orders"].cursor() as cursor:
+        if connections["orders"].vendor == "postgresql":
+            for statement in sql_postgres:
+                cursor.execute(statement)
+        else:
+            cursor.execute(sql_sqlite)
+
+
+def test_a_compensation_that_keeps_failing_ends_failed_and_an_operator_retry_completes_it(api: Api) -> None:
+    # The fault, injected in the orders database: rejecting an order fails, every time.
+    _orders_trigger(
+        "CREATE TRIGGER refuse_rejection BEFORE INSERT ON orders_orderevent WHEN NEW.type = 'OrderRejected' BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        [
+            "CREATE FUNCTION refuse_rejection() RETURNS trigger AS $$ BEGIN IF NEW.type = 'OrderRejected' THEN RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_rejection BEFORE INSERT ON orders_orderevent FOR EACH ROW EXECUTE FUNCTION refuse_rejection()",
+        ],
+    )
+    try:
+        customer = api.customer("1.00")
+        placed = api.order(customer, "5.00")
+        saga = api.settled_saga(placed["saga_id"], timeout=90)
+        assert saga["state"] == "FAILED"
+        compensation = saga["steps"][-1]
+        assert (compensation["kind"], compensation["status"], compensation["attempts"]) == ("compensation", "FAILED", 5)
+        assert "injected fault" in compensation["error"]
+    finally:
+        _orders_trigger("DROP TRIGGER refuse_rejection", ["DROP TRIGGER refuse_rejection ON orders_orderevent", "DROP FUNCTION refuse_rejection()"])
+    out = StringIO()
+    call_command("recover_sagas", "--retry", placed["saga_id"], stdout=out)
+    assert "retrying create_order" in out.getvalue()
+    assert api.settled_saga(placed["saga_id"])["state"] == "COMPENSATED"
+    order = api.settled_order(placed["id"])
+    assert (order["state"], order["rejection_reason"]) == ("REJECTED", "INSUFFICIENT_CREDIT")
+    assert_verify_passes()
+
+
+def test_a_step_timeout_fires_from_the_database_deadline(api: Api, saga_system: Stack) -> None:
+    customer = api.customer("50.00")
+    saga_system.processes["worker-customers"].kill()  # credit_reserve is never answered
+    placed = api.order(customer, "5.00")
+
+    def reserve_gave_up() -> SagaStep | None:
+        return SagaStep.objects.using("sagas").filter(saga_id=placed["saga_id"], name="reserve_credit", kind="forward", status="FAILED").first()
+
+    step = eventually(reserve_gave_up, timeout=90, message="the reserve step to time out 5 times")
+    assert step.attempts == 5 and "timed out" in step.error
+    # Its outcome is unknown, so it is compensated too; the customers worker comes back, the
+    # expired copies of credit_reserve are discarded, and the compensations run.
+    saga_system.start_worker("customers")
+    saga_system.wait_ready(timeout=60)
+    saga = api.settled_saga(placed["saga_id"], timeout=90)
+    assert saga["state"] == "COMPENSATED"
+    assert [(s["name"], s["kind"], s["status"]) for s in saga["steps"]][-2:] == [("reserve_credit", "compensation", "SUCCEEDED"), ("create_order", "compensation", "SUCCEEDED")]
+    order = api.settled_order(placed["id"])
+    assert (order["state"], order["rejection_reason"]) == ("REJECTED", None)
+    time.sleep(2)  # any late copy of the reserve command would have run by now
+    assert CustomerRow.objects.using("customers").get(id=customer).credit_reserved == Decimal("0.00")
+    assert not CreditReservation.objects.using("customers").exists()
+    assert_verify_passes()
