@@ -7,6 +7,8 @@ composed here, at the composition root, so that neither context imports the othe
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -43,3 +45,13 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("api/", include(api)),
 ]
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Unknown paths under /api/ answer in the API's error shape; elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"message": "Not found.", "extra": {"path": request.path[:200]}}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

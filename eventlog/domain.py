@@ -7,6 +7,7 @@ tested without a database. Persistence lives in ``eventlog.persistence``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, Self
 # --- Money --------------------------------------------------------------------------------
 
 CENT = Decimal("0.01")
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 #: 12 digits before the point: far above any real credit limit, far below what breaks storage.
 MONEY_MAX = Decimal("999999999999.99")
 
@@ -35,6 +37,9 @@ def money(value: Decimal | str | int) -> Decimal:
     """
     if isinstance(value, float) or isinstance(value, bool):
         raise InvalidAmount(f"amount must be a decimal string, not {type(value).__name__}")
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value):
+        # No exponents, signs, underscores or non-ASCII digits: "1e2" is not how a price is written.
+        raise InvalidAmount(f"not a plain decimal amount such as \"125.00\": {value!r}")
     try:
         amount = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
