@@ -138,6 +138,23 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
         return f"{Decimal(value):.2f}"
 
 
+def page_body(request: Any, *, count: int, page: int, page_size: int, results: Any) -> dict[str, Any]:
+    """DRF's page-number shape ``{count, next, previous, results}`` over an already sliced page
+    (the slice may come from a cache); the links keep every other query parameter."""
+
+    def link(number: int) -> str:
+        query = request.query_params.copy()
+        query["page"] = str(number)
+        return str(request.build_absolute_uri(f"{request.path}?{query.urlencode()}"))
+
+    return {
+        "count": count,
+        "next": link(page + 1) if page * page_size < count else None,
+        "previous": link(page - 1) if page > 1 else None,
+        "results": results,
+    }
+
+
 def parse_uuid(value: str, *, name: str) -> uuid.UUID:
     """A UUID from a path or query parameter, or a clear 400."""
     try:

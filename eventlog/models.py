@@ -7,14 +7,9 @@ from __future__ import annotations
 from django.db import models
 
 
-class OutboxEvent(models.Model):
-    """A context's event store, which is also its transactional outbox.
+class StoredEvent(models.Model):
+    """An event with its metadata (brief section 4), as both the outboxes and the log store it."""
 
-    ``unique(stream_id, version)`` is the optimistic-concurrency guard; ``relayed_at`` stays
-    null until the relay has copied the row into the central log.
-    """
-
-    id = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField(unique=True)
     stream_id = models.UUIDField()
     stream_type = models.CharField(max_length=64)
@@ -25,6 +20,23 @@ class OutboxEvent(models.Model):
     correlation_id = models.UUIDField()
     causation_id = models.UUIDField(null=True)
     saga_id = models.UUIDField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+#: The columns an outbox row and a log row share, in order.
+EVENT_COLUMNS: tuple[str, ...] = tuple(field.name for field in StoredEvent._meta.local_fields)
+
+
+class OutboxEvent(StoredEvent):
+    """A context's event store, which is also its transactional outbox.
+
+    ``unique(stream_id, version)`` is the optimistic-concurrency guard; ``relayed_at`` stays
+    null until the relay has copied the row into the central log.
+    """
+
+    id = models.BigAutoField(primary_key=True)
     relayed_at = models.DateTimeField(null=True)
 
     class Meta:
@@ -42,7 +54,7 @@ class OutboxEvent(models.Model):
         return f"{self.type} {self.stream_id} v{self.version}"
 
 
-class LogEvent(models.Model):
+class LogEvent(StoredEvent):
     """The central, append-only event log; ``position`` is the global order readers follow.
 
     Appends are serialised (``eventlog.relay.log_append``), so positions become visible in
@@ -50,15 +62,8 @@ class LogEvent(models.Model):
     """
 
     position = models.BigAutoField(primary_key=True)
-    event_id = models.UUIDField(unique=True)
-    stream_id = models.UUIDField()
-    stream_type = models.CharField(max_length=64)
-    version = models.PositiveIntegerField()
-    type = models.CharField(max_length=64)
-    data = models.JSONField()
-    occurred_at = models.DateTimeField()
+    # Traces are read by correlation (a business transaction) and by saga.
     correlation_id = models.UUIDField(db_index=True)
-    causation_id = models.UUIDField(null=True)
     saga_id = models.UUIDField(null=True, db_index=True)
     recorded_at = models.DateTimeField()
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from eventlog.domain import Aggregate, ConcurrencyError, DomainEvent, MessageContext, RecordedEvent
 from eventlog.messaging import wake_on_commit
-from eventlog.models import OutboxEvent
+from eventlog.models import EVENT_COLUMNS, OutboxEvent, StoredEvent
 from eventlog.sql import insert_rows
 
 A = TypeVar("A", bound=Aggregate)
@@ -26,20 +26,8 @@ T = TypeVar("T")
 CONCURRENCY_RETRIES = 10
 
 
-def recorded_from_row(row: OutboxEvent) -> RecordedEvent:
-    return RecordedEvent(
-        event_id=row.event_id,
-        stream_id=row.stream_id,
-        stream_type=row.stream_type,
-        version=row.version,
-        type=row.type,
-        data=row.data,
-        occurred_at=row.occurred_at,
-        correlation_id=row.correlation_id,
-        causation_id=row.causation_id,
-        saga_id=row.saga_id,
-        position=getattr(row, "position", None),
-    )
+def recorded_from_row(row: StoredEvent) -> RecordedEvent:
+    return RecordedEvent(**{column: getattr(row, column) for column in EVENT_COLUMNS}, position=getattr(row, "position", None))
 
 
 class EventStore:
@@ -96,18 +84,7 @@ def _is_version_conflict(exc: IntegrityError) -> bool:
 
 def event_row(event: RecordedEvent) -> dict[str, object]:
     """The columns an outbox row and a log row share."""
-    return {
-        "event_id": event.event_id,
-        "stream_id": event.stream_id,
-        "stream_type": event.stream_type,
-        "version": event.version,
-        "type": event.type,
-        "data": event.data,
-        "occurred_at": event.occurred_at,
-        "correlation_id": event.correlation_id,
-        "causation_id": event.causation_id,
-        "saga_id": event.saga_id,
-    }
+    return {column: getattr(event, column) for column in EVENT_COLUMNS}
 
 
 class Repository(Generic[A]):

@@ -23,7 +23,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from eventlog.domain import RecordedEvent
-from eventlog.models import LogEvent, OutboxEvent
+from eventlog.models import EVENT_COLUMNS, LogEvent, OutboxEvent
 from eventlog.sql import insert_rows
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _serialise_appends() -> None:
     # already holds the database's single write lock until commit.
 
 
-LOG_COLUMNS = ("event_id", "stream_id", "stream_type", "version", "type", "data", "occurred_at", "correlation_id", "causation_id", "saga_id")
+LOG_COLUMNS = EVENT_COLUMNS
 
 
 def log_append(events: Iterable[RecordedEvent | OutboxEvent | dict[str, Any]]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
@@ -11,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import MoneyField, parse_int, parse_uuid
+from config.api import MoneyField, page_body, parse_int, parse_uuid
 from config.errors import ApplicationError, NotFound
 from readmodels import selectors
 
@@ -79,23 +77,7 @@ class OrderListApi(APIView):
         count, rows = selectors.order_summary_list(customer_id=customer_id, state=state, offset=(page - 1) * page_size, limit=page_size)
         if page > 1 and not rows:
             raise NotFound("Invalid page.", {"page": page, "count": count})
-        return Response(_page(request, count=count, page=page, page_size=page_size, results=OrderOutputSerializer(rows, many=True).data))
-
-
-def _page(request: Request, *, count: int, page: int, page_size: int, results: Any) -> dict[str, Any]:
-    """DRF's page-number shape ``{count, next, previous, results}`` over a cached slice."""
-
-    def link(number: int) -> str:
-        query = request.query_params.copy()
-        query["page"] = str(number)
-        return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-
-    return {
-        "count": count,
-        "next": link(page + 1) if page * page_size < count else None,
-        "previous": link(page - 1) if page > 1 else None,
-        "results": results,
-    }
+        return Response(page_body(request, count=count, page=page, page_size=page_size, results=OrderOutputSerializer(rows, many=True).data))
 
 
 class CustomerDetailApi(APIView):

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import MoneyField, StrictSerializer, parse_int, parse_uuid
+from config.api import MoneyField, StrictSerializer, page_body, parse_int, parse_uuid
 from config.errors import ApplicationError, Conflict, NotFound, NotImplementedYet
 from readmodels.selectors import order_summary_fresh
 from sagas import selectors
@@ -176,20 +176,7 @@ class SagaListApi(APIView):
         page_size = parse_int(params.get("page_size"), name="page_size", default=50, minimum=1, maximum=500)
         page = parse_int(params.get("page"), name="page", default=1, minimum=1, maximum=10**9)
         count, sagas = selectors.saga_list(state=state, saga_type=saga_type, offset=(page - 1) * page_size, limit=page_size)
-
-        def link(number: int) -> str:
-            query = params.copy()
-            query["page"] = str(number)
-            return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-
-        return Response(
-            {
-                "count": count,
-                "next": link(page + 1) if page * page_size < count else None,
-                "previous": link(page - 1) if page > 1 else None,
-                "results": SagaSerializer(sagas, many=True).data,
-            }
-        )
+        return Response(page_body(request, count=count, page=page, page_size=page_size, results=SagaSerializer(sagas, many=True).data))
 
 
 class SagaDetailApi(APIView):

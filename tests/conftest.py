@@ -156,8 +156,28 @@ def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, interval
         time.sleep(interval)
 
 
-def new_id() -> uuid.UUID:
-    return uuid.uuid4()
+def run_concurrently(*targets: Callable[[], object]) -> None:
+    """Run each target in its own thread (own database connections), all at once; re-raise the
+    first error any of them hit. Threads close their connections so test databases can go."""
+    errors: list[BaseException] = []
+
+    def guarded(target: Callable[[], object]) -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    import threading
+
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def pytest_report_header(config: Any) -> str:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
-from django.db import connections
 
 from customers.models import CustomerEvent
 from customers.services import credit_reserve, customer_create
@@ -14,6 +12,7 @@ from eventlog.domain import MessageContext
 from eventlog.models import LogEvent
 from eventlog.relay import log_append, outbox_backlog, outbox_get, outbox_pending, outbox_relay
 from orders.models import OrderEvent
+from tests.conftest import run_concurrently
 from orders.services import order_approve, order_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -78,22 +77,7 @@ def test_concurrent_relays_of_one_outbox_copy_each_event_once_in_stream_order() 
     customer = customer_create(name="Ada", credit_limit="1000.00")
     for _ in range(30):
         credit_reserve(customer_id=customer.id, order_id=uuid.uuid4(), amount="1.00", context=MessageContext())
-    errors: list[BaseException] = []
-
-    def relay() -> None:
-        try:
-            outbox_relay("customers", batch_size=7)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=relay) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_concurrently(*[lambda: outbox_relay("customers", batch_size=7)] * 4)
     assert [version for _, version, _ in log_events()] == list(range(1, 32))
 
 

@@ -19,6 +19,7 @@ from orders.domain import OrderState
 from orders.models import Order as OrderRow
 from orders.models import OrderEvent
 from orders.services import order_approve, order_create
+from tests.conftest import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -62,25 +63,14 @@ def test_concurrent_services_retry_from_a_fresh_load_and_lose_nothing() -> None:
     """Eight threads reserve credit on one customer at once; every reservation lands once."""
     customer = customer_create(name="Ada", credit_limit="1000.00")
     order_ids = [uuid.uuid4() for _ in range(8)]
-    errors: list[BaseException] = []
     barrier = threading.Barrier(len(order_ids))
 
     def reserve(order_id: uuid.UUID) -> None:
-        try:
-            barrier.wait()
-            for _ in range(2):  # a duplicate command for the same order is a no-op
-                credit_reserve(customer_id=customer.id, order_id=order_id, amount="10.00", context=MessageContext())
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        barrier.wait()
+        for _ in range(2):  # a duplicate command for the same order is a no-op
+            credit_reserve(customer_id=customer.id, order_id=order_id, amount="10.00", context=MessageContext())
 
-    threads = [threading.Thread(target=reserve, args=(order_id,)) for order_id in order_ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_concurrently(*[lambda order_id=order_id: reserve(order_id) for order_id in order_ids])
     versions = list(CustomerEvent.objects.using(ALIAS).filter(stream_id=customer.id).order_by("version").values_list("version", flat=True))
     assert versions == list(range(1, 10))
     row = CustomerRow.objects.using(ALIAS).get(id=customer.id)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 
 from customers.services import credit_reserve, customer_create
 from eventlog.domain import MessageContext
@@ -17,6 +15,7 @@ from eventlog.selectors import log_head
 from eventlog.subscriptions import subscriber_advance, subscriber_get, subscriber_lag, subscriber_position
 from orders.services import order_approve, order_create
 from readmodels.models import CustomerCredit, OrderSummary, ProjectionCheckpoint
+from tests.conftest import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -67,22 +66,7 @@ def test_small_batches_give_the_same_result_as_one_big_batch() -> None:
 
 def test_concurrent_runs_of_one_subscriber_apply_each_event_once() -> None:
     customer_id = make_history(orders=8)
-    errors: list[BaseException] = []
-
-    def advance() -> None:
-        try:
-            subscriber_advance(CREDIT, batch_size=4)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=advance) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_concurrently(*[lambda: subscriber_advance(CREDIT, batch_size=4)] * 4)
     credit = CustomerCredit.objects.using("readmodels").get(id=customer_id)
     assert (credit.credit_reserved, credit.orders_approved) == (Decimal("80.00"), 8)
     assert subscriber_position(subscriber_get(CREDIT)) == log_head()
