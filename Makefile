@@ -35,6 +35,10 @@ test: $(STAMP)
 test-pg: $(STAMP)
 	bash scripts/test-pg.sh
 
+## lint: ruff (pyflakes, bugbear, import order, pyupgrade) over the project
+lint: $(STAMP)
+	$(PY) -m ruff check config eventlog customers orders sagas readmodels tests
+
 bench: $(STAMP)
 	$(PY) bench/append.py
 

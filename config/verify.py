@@ -14,6 +14,7 @@ from orders.invariants import orders_by_id, orders_fold_check, orders_terminal_c
 from readmodels.invariants import readmodels_replay_check
 from sagas.invariants import sagas_settled_check
 
+
 def credit_matches_orders_check() -> CheckResult:
     """Credit is reserved for exactly the orders that hold it, for their total.
 

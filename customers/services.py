@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from customers.domain import INSUFFICIENT_CREDIT, Customer, CustomerAlreadyExists
-from customers.repository import ALIAS, customer_repository
 from django.db import transaction
 
+from customers.domain import INSUFFICIENT_CREDIT, Customer, CustomerAlreadyExists
+from customers.repository import ALIAS, customer_repository
 from eventlog.domain import ConcurrencyError, MessageContext
 from eventlog.persistence import atomic_with_retry
 

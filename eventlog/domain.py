@@ -7,8 +7,8 @@ tested without a database. Persistence lives in ``eventlog.persistence``.
 from __future__ import annotations
 
 import dataclasses
-import re
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation

@@ -7,10 +7,9 @@ inside the transaction that also moves its checkpoint, so a batch is applied exa
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-
-from dataclasses import dataclass, field
 
 from django.db.models import Model
 

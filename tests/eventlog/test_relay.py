@@ -12,8 +12,8 @@ from eventlog.domain import MessageContext
 from eventlog.models import LogEvent
 from eventlog.relay import log_append, outbox_backlog, outbox_get, outbox_pending, outbox_relay
 from orders.models import OrderEvent
-from tests.conftest import run_concurrently
 from orders.services import order_approve, order_create
+from tests.conftest import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
