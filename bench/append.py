@@ -227,7 +227,7 @@ def _worker_ours(params: dict[str, Any]) -> dict[str, Any]:
 
 def _floor_rows(count: int, *, vendor: str) -> list[tuple[Any, ...]]:
     """Rows shaped like a CustomerCreated event as Django would store it."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = []
     for i in range(count):
         stream_id = uuid.uuid4()
@@ -349,9 +349,8 @@ def _worker_es(params: dict[str, Any]) -> dict[str, Any]:
         es_sqlite.SQLiteConnectionPool._create_connection = _create_connection
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": params["path"]}
     else:
-        import psycopg
-
         import eventsourcing.postgres  # noqa: F401  (needs psycopg_pool)
+        import psycopg
 
         with psycopg.connect(params["conninfo"], autocommit=True) as admin:
             tables = [r[0] for r in admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
@@ -741,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log(f"append bench: repeats={args.repeats} n1={sizes['n1']} n100={sizes['n100']}")
     results: dict[str, Any] = {
-        "benchmark": "append", "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "append", "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(), "config": {"repeats": args.repeats, "quick": args.quick, **sizes, "warmup": WARMUP,
                                               "relay_batch_size": 1000, "ours_100_shape": "100 new Customer aggregates per transaction"},
         "goals": ["ours 1/txn >= eventsourcing lib 1/save", "ours 1/txn >= 0.5 x floor raw 1/txn", "relay >= 10,000 events/s"],

@@ -1,0 +1,142 @@
+"""The floor of bench/sagas.py: a chain of bare Celery hops that do no database work.
+
+A chain is started by the bench client with ``(chain_id, queues, [t_published])``. Each hop
+appends the wall-clock time at which it started to ``times`` and sends the next hop to
+``queues[hop]``, through the same helper the project sends with (``eventlog.messaging.send_task``,
+same retry options; the command hops carry an ``expires`` as the saga's commands do). The last
+hop pushes the chain's times onto a Redis list (``DONE_KEY``, in the database that
+``BENCH_NOOP_REDIS_URL`` names) for the client to collect. Nothing touches PostgreSQL.
+
+With ``BENCH_PROFILE_DIR`` set (bench/saga_settings.py), this module also cProfiles the worker.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import datetime as dt
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from celery import shared_task, signals
+from django.conf import settings
+
+from eventlog.messaging import send_task
+
+DONE_KEY = "bench:noop:done"
+#: Command hops expire like the saga's commands (their step timeout); replies do not.
+COMMAND_EXPIRES_SECONDS = 10.0
+
+_redis: Any = None
+
+
+def _done_client() -> Any:
+    global _redis
+    if _redis is None:
+        import redis
+
+        _redis = redis.Redis.from_url(os.environ.get("BENCH_NOOP_REDIS_URL") or settings.CELERY_BROKER_URL)
+    return _redis
+
+
+@shared_task(name="bench.noop_hop")
+def noop_hop(chain_id: str, queues: list[str], times: list[float]) -> int:
+    times = [*times, time.time()]
+    hop = len(times) - 1  # hops done so far, this one included
+    if hop < len(queues):
+        queue = queues[hop]
+        expires = None if queue == "sagas" else dt.datetime.now(dt.UTC) + dt.timedelta(seconds=COMMAND_EXPIRES_SECONDS)
+        send_task("bench.noop_hop", args=(chain_id, queues, times), queue=queue, expires=expires)
+    else:
+        _done_client().rpush(DONE_KEY, json.dumps({"chain": chain_id, "times": times}))
+    return hop
+
+
+# --- optional cProfile of a worker (BENCH_PROFILE_DIR) ---------------------------------------
+
+_profiler: cProfile.Profile | None = None
+_profile_lock = threading.Lock()
+
+
+def _profile_dir() -> str:
+    return str(getattr(settings, "BENCH_PROFILE_DIR", "") or "")
+
+
+def _profile_start(**_: Any) -> None:
+    global _profiler
+    if not _profile_dir():
+        return
+    with _profile_lock:
+        if _profiler is None:
+            _profiler = cProfile.Profile()
+            _profiler.enable()  # the calling thread: the solo pool's (and the consumer's) main thread
+
+
+def _profile_stop(**_: Any) -> None:
+    global _profiler
+    with _profile_lock:
+        if _profiler is None:
+            return
+        _profiler.disable()
+        os.makedirs(_profile_dir(), exist_ok=True)
+        _profiler.dump_stats(os.path.join(_profile_dir(), f"worker-{os.getpid()}.prof"))
+        _profiler = None
+
+
+# --- with the profile: SQL statements per task name and database alias ------------------------
+
+_sql_counts: dict[str, dict[str, int]] = {}
+_sql_tasks: dict[str, int] = {}
+_current: dict[str, Any] = {}
+
+
+def _sql_counter(alias: str) -> Any:
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        task = _current.get("task")
+        if task is not None:
+            counts = _sql_counts.setdefault(task, {})
+            counts[alias] = counts.get(alias, 0) + 1
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+def _sql_prerun(sender: Any = None, **_: Any) -> None:
+    if not _profile_dir():
+        return
+    from django.db import connections
+
+    name = getattr(sender, "name", "?")
+    _current["task"] = name
+    _sql_tasks[name] = _sql_tasks.get(name, 0) + 1
+    for alias in connections:
+        connection = connections[alias]
+        if not getattr(connection, "_bench_counted", False):
+            connection.execute_wrappers.append(_sql_counter(alias))
+            connection._bench_counted = True
+
+
+def _sql_postrun(**_: Any) -> None:
+    _current.pop("task", None)
+
+
+def _sql_dump(**_: Any) -> None:
+    if not _profile_dir() or not _sql_tasks:
+        return
+    os.makedirs(_profile_dir(), exist_ok=True)
+    with open(os.path.join(_profile_dir(), f"sql-{os.getpid()}.json"), "w") as handle:
+        json.dump({"tasks": _sql_tasks, "statements": _sql_counts}, handle)
+
+
+signals.task_prerun.connect(_sql_prerun, weak=False)
+signals.task_postrun.connect(_sql_postrun, weak=False)
+signals.worker_shutdown.connect(_sql_dump, weak=False)
+signals.worker_process_shutdown.connect(_sql_dump, weak=False)
+
+# solo/threads pools run tasks in the worker's main process; prefork in each child.
+signals.worker_ready.connect(_profile_start, weak=False)
+signals.worker_shutdown.connect(_profile_stop, weak=False)
+signals.worker_process_init.connect(_profile_start, weak=False)
+signals.worker_process_shutdown.connect(_profile_stop, weak=False)

@@ -1,0 +1,531 @@
+"""Replay throughput of the read models, on SQLite and on PostgreSQL, next to a bulk-insert floor.
+
+Run from the repository root::
+
+    .venv/bin/python bench/replay.py                 # full run: 200,000 events, both databases, ~8 min
+    .venv/bin/python bench/replay.py --quick         # smoke run: 20,000 events, ~30 s
+    .venv/bin/python bench/replay.py --only postgresql
+    .venv/bin/python bench/replay.py -n 3 --profile none     # 3 replays per database, no profile
+    .venv/bin/python bench/replay.py --events 500000 --profile both
+
+What is measured, per database:
+
+* the history: ``--events`` events (200,000) written straight into the central log
+  (``eventlog_logevent``) with ``eventlog.relay.log_append``, 10,000 rows per transaction, in a
+  realistic mix (see ``bench/_common.py:generate_history``). This is set-up, not measured.
+* replay: ``readmodels.rebuild.projection_rebuild(name, batch_size=5000)`` for each projection of
+  ``readmodels.projections.PROJECTIONS``, one after the other, on empty read-model tables. Each
+  projection consumes all N events, so the rate of one projection is N / its time and the total
+  rate is N / (the sum of both times). After the last repeat every read-model row is compared
+  with the rows the generator expects (counts and every column).
+* floor: the rows that replay produced are read back, the tables emptied, and the same rows
+  written again, timed table by table (one transaction per table): with the ORM's
+  ``bulk_create(batch_size=5000)``, with the raw driver's ``executemany`` (batches of 5,000), and on
+  PostgreSQL with ``COPY ... FROM STDIN``. The fastest variant is the floor.
+* profile: one more, unmeasured, replay of both projections under cProfile, written to
+  ``bench/results/profile-replay-<db>.txt`` (top 25 by cumulative and by own time); on
+  PostgreSQL only by default (``--profile``), since a profiled replay takes about twice as long.
+
+One replay per database by default (``-n``): at 200,000 events one replay of both projections
+takes 1.5 to 2 minutes on a 2-core machine, and the whole run must stay near 8 minutes. The
+floor variants are repeated 3 times (median). ``busy_cores`` in the JSON (system-wide CPU use
+during each timed projection) shows whether anything else was running on the machine.
+
+Goals: replay >= 20,000 events/s on PostgreSQL (total rate), and replay time within 3x of the
+floor's (both databases). Results: ``bench/results/replay.json`` and a table per database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+from _common import RESULTS_DIR, fmt, log, verdict  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+PG_SERVICES_DIR = Path("/tmp/bench-services-rq")
+WORKER_TIMEOUT = 1200
+PG_RATE_GOAL = 20_000.0
+FLOOR_FACTOR_GOAL = 3.0
+FLOOR_BATCH = 5000
+
+
+def progress(message: str) -> None:
+    log(message, prefix="replay")
+
+
+# =========================================================================================
+# The worker (a child process with the database environment set)
+# =========================================================================================
+
+
+def _server_info() -> dict[str, Any]:
+    import sqlite3
+
+    from django.db import connections
+
+    connection = connections["readmodels"]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit'), current_setting('shared_buffers')")
+            version, fsync, sync_commit, shared_buffers = cursor.fetchone()
+            return {"vendor": "postgresql", "server_version": version, "fsync": fsync, "synchronous_commit": sync_commit, "shared_buffers": shared_buffers}
+        cursor.execute("PRAGMA journal_mode")
+        journal = cursor.fetchone()[0]
+        cursor.execute("PRAGMA synchronous")
+        sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(cursor.fetchone()[0], "?")
+        return {"vendor": "sqlite", "server_version": sqlite3.sqlite_version, "journal_mode": journal, "synchronous": sync}
+
+
+class Breakdown:
+    """Wall time inside a few functions of the replay path, by wrapping them (a few hundred calls
+    per replay, so the wrappers cost nothing measurable): reading the log, loading the rows a batch
+    touches, bulk_create and bulk_update per table, the swap's copy into the live tables."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.rows: dict[str, int] = {}
+        self._undo: list[Any] = []
+
+    def _wrap(self, owner: Any, attribute: str, label: Any) -> None:
+        original = getattr(owner, attribute)
+        breakdown = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key, rows = label(args, kwargs)
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                breakdown.seconds[key] = breakdown.seconds.get(key, 0.0) + time.perf_counter() - started
+                if rows is not None:
+                    breakdown.rows[key] = breakdown.rows.get(key, 0) + rows
+
+        setattr(owner, attribute, wrapper)
+        self._undo.append((owner, attribute, original))
+
+    def __enter__(self) -> Breakdown:
+        from django.db.models.query import QuerySet
+
+        from eventlog import subscriptions
+        from readmodels import projections, rebuild
+
+        table = lambda qs: qs.model._meta.db_table.removeprefix("readmodels_")  # noqa: E731
+        self._wrap(subscriptions, "log_read", lambda a, k: ("read the log (log_read)", None))
+        self._wrap(projections._Rows, "load", lambda a, k: (f"load {table(a[0].model.objects)}", None))
+        self._wrap(QuerySet, "bulk_create", lambda a, k: (f"bulk_create {table(a[0])}", len(a[1])))
+        self._wrap(QuerySet, "bulk_update", lambda a, k: (f"bulk_update {table(a[0])}", len(a[1])))
+        self._wrap(rebuild, "_copy_shadow_into_live", lambda a, k: ("swap: copy shadow into live", None))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, attribute, original in reversed(self._undo):
+            setattr(owner, attribute, original)
+
+    def report(self, total: float) -> dict[str, Any]:
+        parts = {k: {"seconds": round(v, 3), "share": round(v / total, 3), **({"rows": self.rows[k]} if k in self.rows else {})}
+                 for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])}
+        rest = total - sum(self.seconds.values())
+        parts["everything else (the fold in Python, checkpoints, shadow tables)"] = {"seconds": round(rest, 3), "share": round(rest / total, 3)}
+        return parts
+
+
+def _replay_once(n_events: int, batch_size: int, *, breakdown: bool = True) -> dict[str, Any]:
+    """Both projections rebuilt from the log, on empty read-model tables; timings per projection."""
+    import contextlib
+
+    from readmodels.projections import PROJECTIONS
+    from readmodels.rebuild import projection_rebuild
+
+    common.readmodels_empty()
+    out: dict[str, Any] = {}
+    for name in PROJECTIONS:
+        marks: list[float] = []
+        timers = Breakdown() if breakdown else None
+        meter = common.CpuMeter()
+        started = time.perf_counter()
+        with timers if timers is not None else contextlib.nullcontext():
+            report = projection_rebuild(name, batch_size=batch_size, progress=lambda position, head, marks=marks: marks.append(time.perf_counter()))
+        seconds = time.perf_counter() - started
+        machine = meter.stop()
+        if report.events != n_events:
+            raise RuntimeError(f"{name} consumed {report.events} events, expected {n_events}")
+        batches = [b - a for a, b in zip([started, *marks], marks, strict=False)]
+        catch_up = (marks[-1] - started) if marks else seconds
+        out[name] = {
+            "events": report.events, "seconds": round(seconds, 4), "events_per_s": round(n_events / seconds, 1),
+            "catch_up_seconds": round(catch_up, 4), "swap_seconds": round(seconds - catch_up, 4),
+            "batches": len(batches), "batch_seconds": {"min": round(min(batches), 4), "median": round(statistics.median(batches), 4),
+                                                       "max": round(max(batches), 4), "first": round(batches[0], 4), "last": round(batches[-1], 4)} if batches else None,
+            "rows": report.rows, "machine": machine,
+            "breakdown": timers.report(seconds) if timers is not None else None,
+        }
+        progress(f"  {name}: {n_events:,} events in {seconds:.2f}s = {n_events / seconds:,.0f} events/s "
+                 f"(catch-up {catch_up:.2f}s, swap {seconds - catch_up:.2f}s; batches median {statistics.median(batches):.3f}s; "
+                 f"machine busy {machine['busy_cores']} of {machine['cores']} cores)")
+    total = sum(p["seconds"] for p in out.values())
+    return {"projections": out, "seconds": round(total, 4), "events_per_s": round(n_events / total, 1)}
+
+
+def _floor_read() -> dict[str, Any]:
+    """The replay's rows, as model instances (for bulk_create) and as raw driver tuples."""
+    import sqlite3
+
+    from django.db import connections
+
+    connection = connections["readmodels"]
+    quote = connection.ops.quote_name
+    tables: dict[str, Any] = {}
+    raw_sqlite = sqlite3.connect(connection.settings_dict["NAME"]) if connection.vendor == "sqlite" else None
+    for model in common.readmodel_tables():
+        table = model._meta.db_table
+        columns = [f.column for f in model._meta.local_fields]
+        column_sql = ", ".join(quote(c) for c in columns)
+        instances = list(model.objects.using("readmodels").all())
+        if raw_sqlite is not None:  # exactly the stored values, no converters
+            tuples = raw_sqlite.execute(f"SELECT {column_sql} FROM {quote(table)}").fetchall()
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {column_sql} FROM {quote(table)}")
+                tuples = cursor.fetchall()
+        tables[table] = {"model": model, "instances": instances, "tuples": tuples, "columns": columns, "column_sql": column_sql}
+    if raw_sqlite is not None:
+        raw_sqlite.close()
+    return tables
+
+
+def _floor_run(variant: str, tables: dict[str, Any]) -> dict[str, Any]:
+    """Empty the read-model tables, then write the rows back with ``variant``, one transaction per table."""
+    from django.db import connections, transaction
+
+    from readmodels.projections import PROJECTIONS
+
+    connection = connections["readmodels"]
+    quote = connection.ops.quote_name
+    common.readmodels_empty(checkpoints=False)
+    per_table: dict[str, float] = {}
+    for table, spec in tables.items():
+        model, rows = spec["model"], spec["tuples"]
+        connection.ensure_connection()
+        started = time.perf_counter()
+        with transaction.atomic(using="readmodels"):
+            if variant == "orm_bulk_create":
+                model.objects.using("readmodels").bulk_create(spec["instances"], batch_size=FLOOR_BATCH)
+            elif variant == "raw_executemany":
+                placeholder = "?" if connection.vendor == "sqlite" else "%s"
+                sql = f"INSERT INTO {quote(table)} ({spec['column_sql']}) VALUES ({', '.join([placeholder] * len(spec['columns']))})"
+                raw = connection.connection.cursor()
+                for offset in range(0, len(rows), FLOOR_BATCH):
+                    raw.executemany(sql, rows[offset : offset + FLOOR_BATCH])
+                raw.close()
+            elif variant == "pg_copy":
+                with connection.connection.cursor() as raw:
+                    with raw.copy(f"COPY {quote(table)} ({spec['column_sql']}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            else:
+                raise ValueError(variant)
+        per_table[table] = time.perf_counter() - started
+    counts = {table: spec["model"].objects.using("readmodels").count() for table, spec in tables.items()}
+    for table, spec in tables.items():
+        if counts[table] != len(spec["tuples"]):
+            raise RuntimeError(f"floor {variant}: {table} has {counts[table]} rows, expected {len(spec['tuples'])}")
+    per_projection = {name: round(sum(per_table[m._meta.db_table] for m in projection.tables), 4) for name, projection in PROJECTIONS.items()}
+    return {"seconds": round(sum(per_table.values()), 4), "tables": {t: round(s, 4) for t, s in per_table.items()}, "projections": per_projection}
+
+
+def _profile(n_events: int, batch_size: int, out_path: str, db_label: str) -> dict[str, Any]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    started = time.perf_counter()
+    _replay_once(n_events, batch_size, breakdown=False)
+    seconds = time.perf_counter() - started
+    profiler.disable()
+    text = io.StringIO()
+    text.write(f"cProfile of one replay of {n_events:,} log events into both projections ({db_label}), "
+               f"projection_rebuild(name, batch_size={batch_size}) each; {seconds:.2f}s under the profiler.\n\n")
+    text.write("=== top 25 by cumulative time ===\n")
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("cumulative").print_stats(25)
+    text.write("\n=== top 25 by own time (tottime) ===\n")
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(25)
+    Path(out_path).write_text(text.getvalue())
+    return {"path": out_path, "seconds_under_profiler": round(seconds, 2)}
+
+
+def worker_replay(params: dict[str, Any]) -> dict[str, Any]:
+    common.django_setup()
+    from django.db import connections
+
+    from eventlog.models import LogEvent
+    from readmodels.projections import PROJECTIONS
+
+    n_events, batch_size, repeats = params["events"], params["batch_size"], params["repeats"]
+    info = _server_info()
+    vendor = info["vendor"]
+    result: dict[str, Any] = {"info": info}
+
+    # --- the history in the log --------------------------------------------------------------
+    common.tables_empty("eventlog", [LogEvent._meta.db_table], restart_identity=True)
+    common.readmodels_empty()
+    started = time.perf_counter()
+    events, expected = common.generate_history(n_events, seed=params["seed"])
+    generated = time.perf_counter() - started
+    inserted = common.log_insert(events)
+    if vendor == "postgresql":
+        eventlog = connections["eventlog"]
+        eventlog.ensure_connection()
+        with eventlog.cursor() as cursor:  # what autovacuum would do soon after a bulk load
+            cursor.execute(f"VACUUM ANALYZE {LogEvent._meta.db_table}")
+    in_log = LogEvent.objects.using("eventlog").count()
+    if in_log != n_events:
+        raise RuntimeError(f"the log holds {in_log} events, expected {n_events}")
+    result["history"] = {**common.history_summary(events, expected), "generate_seconds": round(generated, 2), "log_insert_seconds": round(inserted, 2)}
+    del events
+    progress(f"{vendor}: history of {n_events:,} events in the log (generated in {generated:.1f}s, appended in {inserted:.1f}s): "
+             f"{len(expected['customers']):,} customers, {len(expected['orders']):,} orders")
+
+    # --- replay --------------------------------------------------------------------------------
+    result["replay"] = []
+    for repeat in range(repeats):
+        progress(f"{vendor}: replay {repeat + 1}/{repeats} (batch_size={batch_size})")
+        result["replay"].append(_replay_once(n_events, batch_size))
+        progress(f"{vendor}: replay {repeat + 1}/{repeats}: total {result['replay'][-1]['events_per_s']:,.0f} events/s")
+    check = common.readmodels_compare(expected)
+    result["check"] = check
+    progress(f"{vendor}: check of every read-model row against the generator: {'OK' if check['ok'] else 'FAILED'} "
+             + ", ".join(f"{t} {v['actual']:,}/{v['expected']:,}" for t, v in check["tables"].items()))
+    if not check["ok"]:
+        raise RuntimeError(f"read models differ from the expected rows: {json.dumps(check['tables'])}")
+
+    # --- floor ---------------------------------------------------------------------------------
+    tables = _floor_read()
+    variants = ["orm_bulk_create", "raw_executemany"] + (["pg_copy"] if vendor == "postgresql" else [])
+    result["floor_rows"] = {table: len(spec["tuples"]) for table, spec in tables.items()}
+    result["floor"] = {variant: [] for variant in variants}
+    floor_repeats = params["floor_repeats"]
+    for repeat in range(floor_repeats):
+        for variant in variants:
+            run = _floor_run(variant, tables)
+            result["floor"][variant].append(run)
+            progress(f"{vendor}: floor {variant} {repeat + 1}/{floor_repeats}: {sum(result['floor_rows'].values()):,} rows in {run['seconds']:.2f}s")
+    # The last variant wrote the rows back: the live tables hold the replay's result again.
+    check_after = common.readmodels_compare(expected)
+    if not check_after["ok"]:
+        raise RuntimeError(f"after the floor the read models differ from the expected rows: {json.dumps(check_after['tables'])}")
+    del tables
+
+    # --- profile -------------------------------------------------------------------------------
+    if params.get("profile_to"):
+        progress(f"{vendor}: one more replay under cProfile -> {params['profile_to']}")
+        result["profile"] = _profile(n_events, batch_size, params["profile_to"], info.get("vendor", "?"))
+    result["projections"] = list(PROJECTIONS)
+    return result
+
+
+WORKERS = {"replay": worker_replay}
+
+
+def worker_main(kind: str, params_json: str, out: str) -> int:
+    try:
+        result = WORKERS[kind](json.loads(params_json))
+    except BaseException as exc:  # reported to the parent, which records it and goes on
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    Path(out).write_text(json.dumps(result, default=str))
+    return 0
+
+
+# =========================================================================================
+# Orchestration (parent process)
+# =========================================================================================
+
+
+def summarise(raw: dict[str, Any], n_events: int) -> dict[str, Any]:
+    """Medians over the repeats, the floor, the ratios and the goals."""
+    projections = raw["projections"]
+    replay = {name: statistics.median(r["projections"][name]["seconds"] for r in raw["replay"]) for name in projections}
+    replay_total = statistics.median(r["seconds"] for r in raw["replay"])
+    floors = {variant: {"seconds": statistics.median(r["seconds"] for r in runs),
+                        "projections": {name: statistics.median(r["projections"][name] for r in runs) for name in projections}}
+              for variant, runs in raw["floor"].items() if runs}
+    best = min(floors, key=lambda v: floors[v]["seconds"])
+    floor_total = floors[best]["seconds"]
+    rows: list[dict[str, Any]] = []
+    for name in projections:
+        floor_s = floors[best]["projections"][name]
+        rows.append({"key": name, "label": f"replay {name}", "seconds": replay[name], "events_per_s": n_events / replay[name],
+                     "x_floor": replay[name] / floor_s if floor_s else None})
+    rows.append({"key": "total", "label": "replay, both projections", "seconds": replay_total, "events_per_s": n_events / replay_total,
+                 "x_floor": replay_total / floor_total if floor_total else None})
+    for variant, floor in floors.items():
+        rows.append({"key": f"floor_{variant}", "label": f"floor: {variant.replace('_', ' ')}{' (best)' if variant == best else ''}",
+                     "seconds": floor["seconds"], "events_per_s": n_events / floor["seconds"], "x_floor": floor["seconds"] / floor_total})
+    vendor = raw["info"]["vendor"]
+    total_rate = n_events / replay_total
+    goals = [
+        {"goal": f"total >= {PG_RATE_GOAL:,.0f} events/s (PostgreSQL)", "value": round(total_rate, 1),
+         "pass": (total_rate >= PG_RATE_GOAL) if vendor == "postgresql" else None},
+        {"goal": f"total time <= {FLOOR_FACTOR_GOAL:g} x floor ({best})", "value": round(replay_total / floor_total, 2),
+         "pass": replay_total <= FLOOR_FACTOR_GOAL * floor_total},
+    ]
+    return {"rows": rows, "floor_best": best, "floor_seconds": floor_total, "replay_seconds": replay_total, "goals": goals}
+
+
+def render(name: str, db: dict[str, Any], n_events: int, repeats: int) -> str:
+    if not db.get("summary"):
+        return f"{name}: {'UNAVAILABLE' if db.get('status') == 'unavailable' else 'FAILED'} - {'; '.join(db.get('errors', [])) or db.get('error')}\n"
+    info, summary, raw = db["info"], db["summary"], db["raw"]
+    if info["vendor"] == "postgresql":
+        detail = f"PostgreSQL {info.get('server_version')}, fsync={info.get('fsync')}, synchronous_commit={info.get('synchronous_commit')}"
+    else:
+        detail = f"SQLite {info.get('server_version')}, journal_mode={info.get('journal_mode')}, synchronous={info.get('synchronous')}"
+    lines = [f"{name}  ({detail}; {n_events:,} log events, batch_size={db['batch_size']}, replay: {'median of ' + str(repeats) + ' repeats' if repeats != 1 else '1 run'}, floor: median of {db['floor_repeats']})"]
+    header = f"  {'figure':<34} {'seconds':>8} {'events/s':>10} {'x floor':>8}"
+    lines += [header, "  " + "-" * (len(header) - 2)]
+    for row in summary["rows"]:
+        lines.append(f"  {row['label']:<34} {row['seconds']:>8.2f} {fmt(row['events_per_s']):>10} {fmt(row['x_floor'], '.2f'):>8}")
+    lines.append("  floor rows: " + ", ".join(f"{t} {c:,}" for t, c in raw["floor_rows"].items()))
+    lines.append("  events/s of a projection = N / its time (each projection consumes all N); total = N / (sum of both times).")
+    lines.append("  x floor = time / the fastest floor's time for the same tables (floor events/s = N / floor time).")
+    for goal in summary["goals"]:
+        value = f"{goal['value']:,.0f}/s" if "events/s" in goal["goal"] else f"{goal['value']:.2f}x"
+        lines.append(f"  goal: {goal['goal']:<48} {value:>12}  {verdict(goal['pass'])}")
+    last = raw["replay"][-1]["projections"]
+    for name, projection in last.items():
+        parts = projection.get("breakdown") or {}
+        if parts:
+            text = ", ".join(f"{k.split(' (')[0]} {v['share']:.0%}" for k, v in list(parts.items())[:6])
+            lines.append(f"  time of {name}: {text}")
+    busy = [p["machine"]["busy_cores"] for r in raw["replay"] for p in r["projections"].values() if p.get("machine", {}).get("busy_cores") is not None]
+    if busy:
+        lines.append(f"  machine: {max(busy):.2f} of {raw['replay'][0]['projections'][next(iter(raw['replay'][0]['projections']))]['machine']['cores']} cores busy at most during the replay"
+                     + ("  (MORE than this bench uses: other processes competed for the CPU)" if max(busy) > 1.6 else ""))
+    check = raw.get("check", {})
+    lines.append(f"  check: every read-model row equals the generator's expectation: {'yes' if check.get('ok') else 'NO'} ("
+                 + ", ".join(f"{t} {v['actual']:,}" for t, v in check.get("tables", {}).items()) + ")")
+    for note in db.get("notes", []):
+        lines.append(f"  note: {note}")
+    for error in db.get("errors", []):
+        lines.append(f"  ERROR: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def new_db(params: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "ok", "errors": [], "notes": [], "info": {}, "batch_size": params["batch_size"], "floor_repeats": params["floor_repeats"],
+            "raw": None, "summary": None}
+
+
+def run_db(kind: str, args: argparse.Namespace, tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
+    db = new_db(params)
+    env = common.base_env()
+    stack = None
+    try:
+        if kind == "sqlite":
+            root = tmp / "sqlite"
+            root.mkdir()
+            broker = env.get("CELERY_BROKER_URL")
+            if broker:
+                db["notes"].append("cache/broker: CELERY_BROKER_URL from the environment")
+            else:
+                stack, broker = common.embedded_broker(root / "run")
+                db["notes"].append("cache/broker: the embedded redis-server (config.launcher.Stack) on a unix socket")
+                progress(f"sqlite: embedded broker ready at {broker}")
+            env.update(CELERY_BROKER_URL=broker, VAR_DIR=str(root / "var"))
+        else:
+            progress(f"postgresql: bash scripts/services.sh start {PG_SERVICES_DIR}")
+            services, error = common.services_start(PG_SERVICES_DIR)
+            if services is None:
+                progress(f"postgresql: UNAVAILABLE: {error}")
+                return {**db, "status": "unavailable", "errors": [error]}
+            env.update(services)
+            db["notes"].append(f"PostgreSQL and Redis of scripts/services.sh in {PG_SERVICES_DIR}")
+        progress(f"{kind}: manage.py migrate_all")
+        common.manage(["migrate_all"], env)
+        worker_params = dict(params)
+        if args.profile in ("both", kind):
+            worker_params["profile_to"] = str(RESULTS_DIR / f"profile-replay-{kind}.txt")
+        raw = common.run_worker(SCRIPT, "replay", worker_params, env, tmp / f"worker-{kind}.json", timeout=WORKER_TIMEOUT)
+        if "error" in raw:
+            db["errors"].append(raw["error"])
+            progress(f"{kind}: FAILED: {raw['error']}")
+            if raw.get("traceback"):
+                print(raw["traceback"], file=sys.stderr)
+        else:
+            db["raw"], db["info"] = raw, raw["info"]
+            db["summary"] = summarise(raw, params["events"])
+    except Exception as exc:
+        db["errors"].append(f"{type(exc).__name__}: {exc}")
+        progress(f"{kind}: FAILED: {exc}")
+    finally:
+        if stack is not None:
+            stack.stop()
+            progress("sqlite: embedded broker stopped")
+        if kind == "postgresql":
+            code = common.services_stop(PG_SERVICES_DIR)
+            progress(f"postgresql: services stopped (exit {code})")
+    return db
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20,000 events and 1 repeat (unless given)")
+    parser.add_argument("--events", type=int, default=None, help="events in the log (default 200,000; 20,000 with --quick)")
+    parser.add_argument("-n", "--repeats", type=int, default=None, help="replay repeats (default 1: one replay of 200,000 events takes 1.5-2 minutes here)")
+    parser.add_argument("--batch-size", type=int, default=5000, help="projection_rebuild batch_size (default 5000)")
+    parser.add_argument("--only", choices=("sqlite", "postgresql"), help="measure one database kind only")
+    parser.add_argument("--profile", choices=("postgresql", "sqlite", "both", "none"), default="postgresql",
+                        help="which database gets the extra cProfile'd replay (default postgresql: a profiled replay takes about 2x a plain one)")
+    parser.add_argument("--floor-repeats", type=int, default=None, help="repeats of each floor variant (default 3; 1 with --quick)")
+    parser.add_argument("--seed", type=int, default=20250101)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "replay.json")
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_params", help=argparse.SUPPRESS)
+    parser.add_argument("--_out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        return worker_main(args._worker, args._params, args._out)
+
+    n_events = args.events or (20_000 if args.quick else 200_000)
+    repeats = args.repeats or 1
+    floor_repeats = args.floor_repeats or (1 if args.quick else 3)
+    params = {"events": n_events, "batch_size": args.batch_size, "repeats": repeats, "floor_repeats": floor_repeats, "seed": args.seed}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    progress(f"replay bench: {n_events:,} events, batch_size={args.batch_size}, {repeats} replay repeat(s), {floor_repeats} floor repeat(s), profile: {args.profile}")
+    results: dict[str, Any] = {
+        "benchmark": "replay", "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": common.machine_info(),
+        "config": {**params, "quick": args.quick, "floor_batch": FLOOR_BATCH, "log_insert_chunk": 10_000},
+        "goals": [f"PostgreSQL: replay total >= {PG_RATE_GOAL:,.0f} events/s", f"replay total time <= {FLOOR_FACTOR_GOAL:g} x the fastest floor"],
+        "databases": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        for kind in ("sqlite", "postgresql"):
+            if args.only in (None, kind):
+                results["databases"][kind] = run_db(kind, args, Path(tmp), params)
+    results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print()
+    for key, name in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
+        if key in results["databases"]:
+            print(render(name, results["databases"][key], n_events, repeats))
+    progress(f"done in {results['elapsed_seconds']:.0f}s; results in {args.output}")
+    failed = any(db.get("errors") for db in results["databases"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
