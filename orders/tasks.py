@@ -37,10 +37,19 @@ def _transition(change: Callable[..., Any], **extra: str) -> Callable[[Command],
     return handler
 
 
+def _reject(command: Command) -> dict[str, Any]:
+    """A compensation: rejecting an order that was never created (its create command expired
+    or never ran) has nothing to undo, so it succeeds instead of failing the saga."""
+    try:
+        return _transition(services.order_reject, reason="reason")(command)
+    except services.OrderNotFound:
+        return {"state": None, "note": "no such order: nothing to reject"}
+
+
 HANDLERS: dict[str, Callable[[Command], dict[str, Any]]] = {
     "orders.order_create": _create,
     "orders.order_approve": _transition(services.order_approve),
-    "orders.order_reject": _transition(services.order_reject, reason="reason"),
+    "orders.order_reject": _reject,
     "orders.order_cancel_request": _transition(services.order_cancel_request),
     "orders.order_cancel_confirm": _transition(services.order_cancel_confirm),
     "orders.order_cancel_revert": _transition(services.order_cancel_revert),

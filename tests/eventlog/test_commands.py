@@ -72,3 +72,9 @@ def test_a_technical_failure_is_not_recorded_so_a_retry_can_succeed() -> None:
     assert not CustomersProcessedCommand.objects.using("customers").exists()
     second = command_handle(message=command, alias="customers", processed=CustomersProcessedCommand, handler=flaky)
     assert (second.outcome, second.data) == ("ok", {"done": True})
+
+
+def test_rejecting_an_order_that_was_never_created_succeeds_as_a_no_op() -> None:
+    """The create-order saga's compensation when its first command expired without running."""
+    assert order_reject_task(message("orders.order_reject", {"order_id": str(uuid.uuid4()), "reason": None})) == "ok"
+    assert not OrderEvent.objects.using("orders").exists()
