@@ -1,0 +1,74 @@
+"""Rate limits as fixed-window counters in the cache: one ``INCR`` per request.
+
+DRF's stock throttles keep every request time of the last period in one cache value that is
+read, unpickled, extended and written back on each request: at a few hundred requests per
+second that list was the largest cost of a cached read (bench/query.py), and its
+read-modify-write is not atomic across processes. A counter per identity and window is both
+cheaper and exact. If the cache is unreachable, requests are allowed: a rate limit must not
+take the API down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.core.cache import cache
+from rest_framework.settings import api_settings
+from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger(__name__)
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class FixedWindowThrottle(BaseThrottle):
+    scope = ""
+
+    def __init__(self) -> None:
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        self.limit, self.period = (None, 60) if rate is None else self.parse(rate)
+        self.wait_seconds: float | None = None
+
+    @staticmethod
+    def parse(rate: str) -> tuple[int, int]:
+        count, _, period = rate.partition("/")
+        return int(count), PERIODS[period[0]]
+
+    def identity(self, request: Any) -> str | None:
+        raise NotImplementedError
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        ident = self.identity(request)
+        if self.limit is None or ident is None:
+            return True
+        now = time.time()
+        window = int(now // self.period)
+        key = f"throttle:{self.scope}:{ident}:{window}"
+        try:
+            cache.add(key, 0, timeout=self.period + 1)
+            count = cache.incr(key)
+        except Exception as exc:  # the cache being down must not refuse every request
+            logger.warning("throttle cache unreachable (%s); allowing the request", exc)
+            return True
+        if count > self.limit:
+            self.wait_seconds = (window + 1) * self.period - now
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return self.wait_seconds
+
+
+class AnonRateThrottle(FixedWindowThrottle):
+    scope = "anon"
+
+    def identity(self, request: Any) -> str | None:
+        return None if request.user and request.user.is_authenticated else self.get_ident(request)
+
+
+class UserRateThrottle(FixedWindowThrottle):
+    scope = "user"
+
+    def identity(self, request: Any) -> str | None:
+        return str(request.user.pk) if request.user and request.user.is_authenticated else None
