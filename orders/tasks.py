@@ -37,11 +37,14 @@ def _transition(change: Callable[..., Any], **extra: str) -> Callable[[Command],
     return handler
 
 
+_reject_existing = _transition(services.order_reject, reason="reason")
+
+
 def _reject(command: Command) -> dict[str, Any]:
     """A compensation: rejecting an order that was never created (its create command expired
     or never ran) has nothing to undo, so it succeeds instead of failing the saga."""
     try:
-        return _transition(services.order_reject, reason="reason")(command)
+        return _reject_existing(command)
     except services.OrderNotFound:
         return {"state": None, "note": "no such order: nothing to reject"}
 

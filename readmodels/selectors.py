@@ -13,7 +13,6 @@ from typing import Any
 from django.conf import settings
 
 from eventlog.selectors import log_head
-from eventlog.subscriptions import subscriber_get, subscriber_position
 from readmodels import cache
 from readmodels.models import CustomerCredit, OrderSummary, ProjectionCheckpoint
 from readmodels.projections import ALIAS, PROJECTIONS, subscriber_name
@@ -76,7 +75,7 @@ def projection_status() -> list[dict[str, Any]]:
     for projection in PROJECTIONS.values():
         name = subscriber_name(projection)
         checkpoint = checkpoints.get(name)
-        position = subscriber_position(subscriber_get(name))
+        position = checkpoint.position if checkpoint else 0
         status.append(
             {
                 "name": projection.name,
