@@ -57,13 +57,13 @@ class Customer(Aggregate):
         super().__init__(aggregate_id)
         self.name = ""
         self.credit_limit = Decimal("0.00")
+        #: Credit held per order. A full fold knows every reservation; a snapshot load
+        #: (``CustomerRepository.get_for_order``) knows only the one order a command is about,
+        #: which is all a command consults. ``credit_reserved`` is kept as a running total.
         self.reservations: dict[uuid.UUID, Decimal] = {}
+        self.credit_reserved = Decimal("0.00")
 
     # --- queries ---------------------------------------------------------------------------
-
-    @property
-    def credit_reserved(self) -> Decimal:
-        return sum(self.reservations.values(), Decimal("0.00"))
 
     @property
     def available_credit(self) -> Decimal:
@@ -80,6 +80,14 @@ class Customer(Aggregate):
             raise InvalidCustomerName(f"name longer than {NAME_MAX_LENGTH} characters")
         customer = cls(customer_id)
         customer._record(CustomerCreated(name=name, credit_limit=money(credit_limit)))
+        return customer
+
+    @classmethod
+    def restore(cls, customer_id: uuid.UUID, *, name: str, credit_limit: Decimal, credit_reserved: Decimal, version: int, reservations: dict[uuid.UUID, Decimal]) -> Customer:
+        """A customer from a snapshot of its state (its state row) instead of a fold."""
+        customer = cls(customer_id)
+        customer.name, customer.credit_limit, customer.credit_reserved, customer.version = name, credit_limit, credit_reserved, version
+        customer.reservations = dict(reservations)
         return customer
 
     def credit_reserve(self, *, order_id: uuid.UUID, amount: Decimal | str) -> bool:
@@ -112,8 +120,10 @@ class Customer(Aggregate):
                 self.credit_limit = credit_limit
             case CreditReserved(order_id=order_id, amount=amount):
                 self.reservations[order_id] = amount
-            case CreditReleased(order_id=order_id):
+                self.credit_reserved += amount
+            case CreditReleased(order_id=order_id, amount=amount):
                 del self.reservations[order_id]
+                self.credit_reserved -= amount
             case CreditReservationFailed():
                 pass
             case _:

@@ -20,6 +20,36 @@ store = EventStore(model=models.CustomerEvent, alias=ALIAS, source="customers")
 class CustomerRepository(Repository[Customer]):
     aggregate_class = Customer
 
+    def get_for_order(self, customer_id: uuid.UUID, order_id: uuid.UUID) -> Customer | None:
+        """The customer as a command about one order needs it, from the state rows.
+
+        A customer's stream grows with every order, so folding it on each command costs more
+        and more. The state row is written in the same transaction as the events (``verify``
+        checks it equals their fold), so it is an always-current snapshot. It is read
+        ``FOR UPDATE``: commands on one customer queue up instead of failing on the version
+        guard and retrying. Only the reservation of ``order_id`` is loaded; the aggregate's
+        rules consult nothing else.
+        """
+        row = (
+            models.Customer.objects.using(ALIAS)
+            .select_for_update()
+            .filter(id=customer_id)
+            .values_list("name", "credit_limit", "credit_reserved", "version")
+            .first()
+        )
+        if row is None:
+            return None
+        name, credit_limit, credit_reserved, version = row
+        held = models.CreditReservation.objects.using(ALIAS).filter(order_id=order_id, customer_id=customer_id).values_list("amount", flat=True).first()
+        return Customer.restore(
+            customer_id,
+            name=name,
+            credit_limit=credit_limit,
+            credit_reserved=credit_reserved,
+            version=version,
+            reservations={} if held is None else {order_id: held},
+        )
+
     def write_state(self, aggregate: Customer, recorded: list[RecordedEvent]) -> None:
         now = timezone.now()
         fields = {

@@ -26,8 +26,8 @@ class CreditReservationResult:
     reason: str | None = None
 
 
-def _load(customer_id: uuid.UUID) -> Customer:
-    customer = customer_repository.get(customer_id)
+def _load(customer_id: uuid.UUID, order_id: uuid.UUID) -> Customer:
+    customer = customer_repository.get_for_order(customer_id, order_id)
     if customer is None:
         raise CustomerNotFound(customer_id)
     return customer
@@ -51,7 +51,7 @@ def credit_reserve(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: Decim
     """Reserve credit for an order, at most once per order; retried on a concurrent writer."""
 
     def command() -> CreditReservationResult:
-        customer = _load(customer_id)
+        customer = _load(customer_id, order_id)
         reserved = customer.credit_reserve(order_id=order_id, amount=amount)
         customer_repository.save(customer, context=context)
         return CreditReservationResult(reserved=True) if reserved else CreditReservationResult(reserved=False, reason=INSUFFICIENT_CREDIT)
@@ -61,7 +61,7 @@ def credit_reserve(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: Decim
 
 def credit_release(*, customer_id: uuid.UUID, order_id: uuid.UUID, context: MessageContext) -> None:
     def command() -> None:
-        customer = _load(customer_id)
+        customer = _load(customer_id, order_id)
         customer.credit_release(order_id=order_id)
         customer_repository.save(customer, context=context)
 

@@ -114,3 +114,29 @@ def test_the_loaded_aggregate_is_the_fold_not_the_state_row() -> None:
     loaded = customer_repository.get(customer.id)
     assert isinstance(loaded, Customer) and loaded.version == 1 and loaded.credit_limit == Decimal("10.00")
     assert customer_repository.get(uuid.uuid4()) is None
+
+
+def test_the_snapshot_load_a_credit_command_uses_agrees_with_the_fold() -> None:
+    """``get_for_order`` reads the state rows, not the stream; it must decide as the fold does."""
+    customer = customer_create(name="Ada", credit_limit="50.00")
+    held, released, never = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for order_id in (held, released):
+        credit_reserve(customer_id=customer.id, order_id=order_id, amount="20.00", context=MessageContext())
+    credit_release(customer_id=customer.id, order_id=released, context=MessageContext())
+    folded = customer_repository.get(customer.id)
+    assert folded is not None
+    for order_id in (held, released, never):
+        with transaction.atomic(using=ALIAS):
+            snapshot = customer_repository.get_for_order(customer.id, order_id)
+        assert snapshot is not None
+        assert (snapshot.name, snapshot.credit_limit, snapshot.credit_reserved, snapshot.version) == (folded.name, folded.credit_limit, folded.credit_reserved, folded.version)
+        assert snapshot.reservations == {k: v for k, v in folded.reservations.items() if k == order_id}
+    assert customer_repository.get_for_order(uuid.uuid4(), held) is None
+    # Decisions taken on the snapshot: the held order is a no-op, a new one that fits is
+    # reserved (30.00 left), and one that does not fit is refused.
+    with transaction.atomic(using=ALIAS):
+        snapshot = customer_repository.get_for_order(customer.id, held)
+        assert snapshot is not None and snapshot.credit_reserve(order_id=held, amount="20.00") is True
+        assert snapshot.pending_events == []
+    assert credit_reserve(customer_id=customer.id, order_id=uuid.uuid4(), amount="30.00", context=MessageContext()).reserved is True
+    assert credit_reserve(customer_id=customer.id, order_id=uuid.uuid4(), amount="0.01", context=MessageContext()).reserved is False
