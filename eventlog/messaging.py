@@ -5,9 +5,15 @@ which finds the same work in the database. Contexts never import each other's ta
 them (``"customers.credit_reserve"``) and the router sends each to its context's queue.
 
 Wake-ups ("there is new work in the database, go and look") are idempotent, so they are
-coalesced: ``wake_on_commit`` hands them to a per-process notifier thread that sends each
-distinct wake-up once per burst, off the request's thread. Commands that carry data use
-``send_task_on_commit`` and are sent one by one.
+coalesced twice. In a process, ``wake_on_commit`` hands them to a notifier thread that sends
+each distinct wake-up once per burst, off the request's thread. Across processes, a wake-up is
+sent only if none is already waiting in the queue: a "pending" flag in the shared Redis cache
+(``SET NX`` with an expiry) is set by the sender and cleared by the task when it starts
+(``wake_received``), before it looks at the database, so work committed after that start
+sends a new wake-up. Under load, hundreds of commits then cost one relay run instead of one
+each. A lost message holds its flag until it expires (``WAKE_PENDING_SECONDS``); the periodic
+sweep does not wait for it. Commands that carry data use ``send_task_on_commit`` and are sent
+one by one.
 
 When the broker is unreachable, sends stop trying for ``BROKER_BACKOFF_SECONDS`` after a
 failure, so that a broker outage costs a business transaction nothing but a log line.
@@ -27,6 +33,8 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 BROKER_BACKOFF_SECONDS = 5.0
+#: How long a wake-up counts as waiting in the queue when its task never starts (a lost message).
+WAKE_PENDING_SECONDS = 30
 _state = threading.local()
 
 
@@ -67,6 +75,46 @@ def send_task_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), kw
 WakeUp = tuple[str, tuple[Any, ...], str | None]
 
 
+def _pending_key(name: str, args: tuple[Any, ...]) -> str:
+    return "wake-pending:" + ":".join([name, *map(str, args)])
+
+
+def _shared_cache() -> Any | None:
+    """The cache, if every process sees the same one (Redis); a per-process cache cannot
+    tell one process that another already sent the wake-up."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    cache = caches["default"]
+    return cache if isinstance(cache, RedisCache) else None
+
+
+def _claim(name: str, args: tuple[Any, ...]) -> bool:
+    """``True`` if this process should send the wake-up (no other one is waiting)."""
+    cache = _shared_cache()
+    if cache is None:
+        return True
+    try:
+        return bool(cache.add(_pending_key(name, args), 1, timeout=WAKE_PENDING_SECONDS))
+    except Exception:  # no cache, no coalescing: sending is always safe
+        return True
+
+
+def _unclaim(name: str, args: tuple[Any, ...]) -> None:
+    cache = _shared_cache()
+    if cache is None:
+        return
+    try:
+        cache.delete(_pending_key(name, args))
+    except Exception:
+        logger.debug("could not clear the wake-up flag of %s%r", name, args, exc_info=True)
+
+
+def wake_received(name: str, *args: Any) -> None:
+    """Called by a woken task when it starts: later commits must send a new wake-up."""
+    _unclaim(name, tuple(args))
+
+
 class _Notifier:
     """Sends coalesced wake-ups from a daemon thread; one per process, restarted after fork."""
 
@@ -96,7 +144,8 @@ class _Notifier:
             with self._lock:
                 batch, self._pending = list(self._pending), {}
             for name, args, queue in batch:
-                send_task(name, args=args, queue=queue)
+                if _claim(name, args) and not send_task(name, args=args, queue=queue):
+                    _unclaim(name, args)
             with self._lock:
                 if not self._pending:
                     self._idle.set()

@@ -8,37 +8,40 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from eventlog.messaging import wake
+from eventlog.messaging import send_task, wake, wake_received
 from eventlog.relay import outbox_relay, outboxes
 from eventlog.selectors import log_head
 from eventlog.subscriptions import subscriber_advance, subscriber_lag, subscribers
 
-
-def _wake_subscribers(*, only_lagging: bool) -> None:
-    head = log_head() if only_lagging else None
-    for subscriber in subscribers():
-        if head is not None and subscriber_lag(subscriber, head=head) == 0:
-            continue
-        wake("eventlog.subscriber_advance", args=(subscriber.name,), queue=subscriber.queue)
+ADVANCE_TASK = "eventlog.subscriber_advance"
 
 
 @shared_task(name="eventlog.relay")
 def relay(source: str) -> int:
+    wake_received("eventlog.relay", source)
     relayed = outbox_relay(source, batch_size=settings.RELAY_BATCH_SIZE)
     if relayed:
-        _wake_subscribers(only_lagging=False)
+        for subscriber in subscribers():
+            wake(ADVANCE_TASK, args=(subscriber.name,), queue=subscriber.queue)
     return relayed
 
 
 @shared_task(name="eventlog.subscriber_advance")
 def advance(subscriber: str) -> int:
     """Routed at send time to the subscriber's own context queue."""
+    wake_received(ADVANCE_TASK, subscriber)
     return subscriber_advance(subscriber, batch_size=settings.SUBSCRIPTION_BATCH_SIZE)
 
 
 @shared_task(name="eventlog.sweep")
 def sweep() -> int:
-    """Find what lost messages left behind: unrelayed outbox rows and lagging subscribers."""
+    """Find what lost messages left behind: unrelayed outbox rows and lagging subscribers.
+
+    A lagging subscriber is sent a wake-up even if one counts as pending: that one may be lost.
+    """
     relayed = sum(outbox_relay(o.source, batch_size=settings.RELAY_BATCH_SIZE) for o in outboxes())
-    _wake_subscribers(only_lagging=True)
+    head = log_head()
+    for subscriber in subscribers():
+        if subscriber_lag(subscriber, head=head):
+            send_task(ADVANCE_TASK, args=(subscriber.name,), queue=subscriber.queue)
     return relayed
