@@ -209,6 +209,8 @@ else:
 # --- Event log ----------------------------------------------------------------------------
 RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=1000)
 SUBSCRIPTION_BATCH_SIZE = env.int("SUBSCRIPTION_BATCH_SIZE", default=1000)
+# Relay and subscriber wake-ups: at most one per this window, across every process (eventlog.messaging).
+WAKE_COALESCE_SECONDS = env.float("WAKE_COALESCE_SECONDS", default=0.1)
 
 # --- Read side ----------------------------------------------------------------------------
 #: How long a read with ?min_version= waits for the projection to catch up.
@@ -219,9 +221,12 @@ READY_MAX_PROJECTION_LAG = env.int("READY_MAX_PROJECTION_LAG", default=10000)
 # --- HTTP API -----------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+#: How long a web process remembers a valid API token (config/authentication.py): a revoked
+#: token can be accepted by other processes for up to this long. 0 turns the cache off.
+API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=5.0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -5,15 +5,16 @@ which finds the same work in the database. Contexts never import each other's ta
 them (``"customers.credit_reserve"``) and the router sends each to its context's queue.
 
 Wake-ups ("there is new work in the database, go and look") are idempotent, so they are
-coalesced twice. In a process, ``wake_on_commit`` hands them to a notifier thread that sends
-each distinct wake-up once per burst, off the request's thread. Across processes, a wake-up is
-sent only if none is already waiting in the queue: a "pending" flag in the shared Redis cache
-(``SET NX`` with an expiry) is set by the sender and cleared by the task when it starts
-(``wake_received``), before it looks at the database, so work committed after that start
-sends a new wake-up. Under load, hundreds of commits then cost one relay run instead of one
-each. A lost message holds its flag until it expires (``WAKE_PENDING_SECONDS``); the periodic
-sweep does not wait for it. Commands that carry data use ``send_task_on_commit`` and are sent
-one by one.
+coalesced. ``wake_on_commit`` hands them to a per-process notifier thread, off the request's
+thread, which sends each distinct wake-up at most once per ``WAKE_COALESCE_SECONDS`` window
+across *all* processes: a flag in the shared Redis cache (``SET NX PX``) marks the window.
+A wake-up that finds the window taken is not dropped but tried again when the window has
+passed (a trailing edge): if the flag is then free it is sent; if not, someone claimed it
+*after* our commit, and the message that claim sends makes the task look at the database
+after our commit too. So every commit is followed by a run of the task no later than about
+one window later, and a burst of hundreds of commits costs a few relay runs instead of one
+each. Without a shared Redis cache each process coalesces on its own. Commands that carry
+data use ``send_task_on_commit`` and are sent one by one.
 
 When the broker is unreachable, sends stop trying for ``BROKER_BACKOFF_SECONDS`` after a
 failure, so that a broker outage costs a business transaction nothing but a log line.
@@ -33,8 +34,6 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 BROKER_BACKOFF_SECONDS = 5.0
-#: How long a wake-up counts as waiting in the queue when its task never starts (a lost message).
-WAKE_PENDING_SECONDS = 30
 _state = threading.local()
 
 
@@ -75,44 +74,44 @@ def send_task_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), kw
 WakeUp = tuple[str, tuple[Any, ...], str | None]
 
 
-def _pending_key(name: str, args: tuple[Any, ...]) -> str:
-    return "wake-pending:" + ":".join([name, *map(str, args)])
+def _window() -> float:
+    from django.conf import settings
+
+    return float(getattr(settings, "WAKE_COALESCE_SECONDS", 0.1))
 
 
-def _shared_cache() -> Any | None:
-    """The cache, if every process sees the same one (Redis); a per-process cache cannot
-    tell one process that another already sent the wake-up."""
-    from django.core.cache import caches
-    from django.core.cache.backends.redis import RedisCache
+class _Windows:
+    """The shared "a wake-up of this kind was sent less than a window ago" flags (Redis)."""
 
-    cache = caches["default"]
-    return cache if isinstance(cache, RedisCache) else None
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._pid = 0
 
+    def client(self) -> Any | None:
+        if self._pid != os.getpid():
+            self._pid, self._client = os.getpid(), None
+            from django.conf import settings
+            from django.core.cache import caches
+            from django.core.cache.backends.redis import RedisCache
 
-def _claim(name: str, args: tuple[Any, ...]) -> bool:
-    """``True`` if this process should send the wake-up (no other one is waiting)."""
-    cache = _shared_cache()
-    if cache is None:
-        return True
-    try:
-        return bool(cache.add(_pending_key(name, args), 1, timeout=WAKE_PENDING_SECONDS))
-    except Exception:  # no cache, no coalescing: sending is always safe
-        return True
+            if isinstance(caches["default"], RedisCache):
+                import redis
 
+                location = settings.CACHES["default"]["LOCATION"]
+                self._client = redis.Redis.from_url(location[0] if isinstance(location, list | tuple) else location)
+        return self._client
 
-def _unclaim(name: str, args: tuple[Any, ...]) -> None:
-    cache = _shared_cache()
-    if cache is None:
-        return
-    try:
-        cache.delete(_pending_key(name, args))
-    except Exception:
-        logger.debug("could not clear the wake-up flag of %s%r", name, args, exc_info=True)
-
-
-def wake_received(name: str, *args: Any) -> None:
-    """Called by a woken task when it starts: later commits must send a new wake-up."""
-    _unclaim(name, tuple(args))
+    def claim(self, wake_up: WakeUp, window: float) -> bool:
+        """``True`` if this process owns the current window and should send."""
+        client = self.client()
+        if client is None or window <= 0:
+            return True
+        name, args, _ = wake_up
+        key = "wake-window:" + ":".join([name, *map(str, args)])
+        try:
+            return bool(client.set(key, os.getpid(), nx=True, px=max(int(window * 1000), 1)))
+        except Exception:  # Redis unreachable: no coalescing, sending is always safe
+            return True
 
 
 class _Notifier:
@@ -120,6 +119,10 @@ class _Notifier:
 
     def __init__(self) -> None:
         self._pending: dict[WakeUp, None] = {}
+        #: Wake-ups that found their window taken: when to try again, and whether a commit
+        #: came after the last attempt (then a taken window on retry is not yet proof of cover).
+        self._deferred: dict[WakeUp, tuple[float, bool]] = {}
+        self._windows = _Windows()
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._idle = threading.Event()
@@ -129,9 +132,11 @@ class _Notifier:
 
     def request(self, wake_up: WakeUp) -> None:
         with self._lock:
+            if self._pid != os.getpid():  # a forked child starts with nothing of its parent's
+                self._pending, self._deferred, self._thread = {}, {}, None
             self._pending[wake_up] = None
             self._idle.clear()
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            if self._thread is None or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="wake-up-notifier", daemon=True)
                 self._thread.start()
@@ -139,19 +144,42 @@ class _Notifier:
 
     def _run(self) -> None:
         while True:
-            self._wanted.wait()
+            with self._lock:
+                next_retry = min((at for at, _ in self._deferred.values()), default=None)
+            self._wanted.wait(None if next_retry is None else max(next_retry - time.monotonic(), 0))
             self._wanted.clear()
+            now = time.monotonic()
+            window = _window()
             with self._lock:
-                batch, self._pending = list(self._pending), {}
-            for name, args, queue in batch:
-                if _claim(name, args) and not send_task(name, args=args, queue=queue):
-                    _unclaim(name, args)
+                fresh, self._pending = list(self._pending), {}
+                due = {w: newer for w, (at, newer) in self._deferred.items() if at <= now}
+                for wake_up in due:
+                    del self._deferred[wake_up]
+                for wake_up in fresh:
+                    if wake_up in self._deferred:  # already waiting for its window: remember
+                        self._deferred[wake_up] = (self._deferred[wake_up][0], True)  # a newer commit
+                        continue
+                    due.setdefault(wake_up, True)
+            for wake_up, newer in due.items():
+                if self._windows.claim(wake_up, window):
+                    self._send(wake_up)
+                elif newer:
+                    # Taken: try once more when this window has passed. Then a flag that is set
+                    # was claimed after this attempt, so after every commit it stands for, and
+                    # the message of that claim covers them.
+                    with self._lock:
+                        self._deferred[wake_up] = (time.monotonic() + window, False)
             with self._lock:
-                if not self._pending:
+                if not self._pending and not self._deferred:
                     self._idle.set()
 
+    @staticmethod
+    def _send(wake_up: WakeUp) -> None:
+        name, args, queue = wake_up
+        send_task(name, args=args, queue=queue)
+
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every requested wake-up has been sent (process exit, tests)."""
+        """Wait until every requested wake-up has been sent or covered (process exit, tests)."""
         return self._idle.wait(timeout)
 
 
@@ -160,7 +188,7 @@ atexit.register(_notifier.flush, 2.0)
 
 
 def wake_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), queue: str | None = None) -> None:
-    """After commit, make sure ``name(*args)`` runs soon; bursts collapse into one message."""
+    """After commit, make sure ``name(*args)`` runs soon; bursts collapse into a few messages."""
     transaction.on_commit(lambda: _notifier.request((name, tuple(args), queue)), using=using)
 
 

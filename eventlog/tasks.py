@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from eventlog.messaging import send_task, wake, wake_received
+from eventlog.messaging import send_task, wake
 from eventlog.relay import outbox_relay, outboxes
 from eventlog.selectors import log_head
 from eventlog.subscriptions import subscriber_advance, subscriber_lag, subscribers
@@ -18,7 +18,6 @@ ADVANCE_TASK = "eventlog.subscriber_advance"
 
 @shared_task(name="eventlog.relay")
 def relay(source: str) -> int:
-    wake_received("eventlog.relay", source)
     relayed = outbox_relay(source, batch_size=settings.RELAY_BATCH_SIZE)
     if relayed:
         for subscriber in subscribers():
@@ -29,7 +28,6 @@ def relay(source: str) -> int:
 @shared_task(name="eventlog.subscriber_advance")
 def advance(subscriber: str) -> int:
     """Routed at send time to the subscriber's own context queue."""
-    wake_received(ADVANCE_TASK, subscriber)
     return subscriber_advance(subscriber, batch_size=settings.SUBSCRIPTION_BATCH_SIZE)
 
 
@@ -37,7 +35,8 @@ def advance(subscriber: str) -> int:
 def sweep() -> int:
     """Find what lost messages left behind: unrelayed outbox rows and lagging subscribers.
 
-    A lagging subscriber is sent a wake-up even if one counts as pending: that one may be lost.
+    A lagging subscriber is sent a wake-up directly, not through the coalescing notifier:
+    the one sent before may be the message that was lost.
     """
     relayed = sum(outbox_relay(o.source, batch_size=settings.RELAY_BATCH_SIZE) for o in outboxes())
     head = log_head()

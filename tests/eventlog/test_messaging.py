@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from django.conf import settings
 
 from config.celery_app import app as celery_app
 from customers.services import customer_create
-from eventlog.messaging import flush_wake_ups, wake_received
+from eventlog.messaging import flush_wake_ups
 from eventlog.relay import outbox_relay
 from eventlog.subscriptions import subscribers
 from eventlog.tasks import sweep
@@ -23,27 +26,41 @@ def queued(queue: str) -> int:
 @pytest.fixture(autouse=True)
 def empty_queues() -> None:
     flush_wake_ups()
+    time.sleep(settings.WAKE_COALESCE_SECONDS * 1.5)  # every window of an earlier test has passed
     purge_queues()
 
 
-def test_a_burst_of_commits_sends_one_relay_wake_up_until_the_relay_starts() -> None:
+def test_wake_ups_are_coalesced_per_window_and_the_last_commit_is_never_left_uncovered() -> None:
+    window = settings.WAKE_COALESCE_SECONDS
+    customer_create(name="First", credit_limit="10.00")
+    assert flush_wake_ups()
+    assert queued("eventlog") == 1, "the first commit is sent at once"
+
+    time.sleep(window * 1.5)  # a new window: the next commit is sent at once too
+    started = time.monotonic()
     for index in range(20):
         customer_create(name=f"C{index}", credit_limit="10.00")  # 20 transactions, 20 wake-ups asked
+    elapsed = time.monotonic() - started
     assert flush_wake_ups()
-    assert queued("eventlog") == 1, "one relay message is waiting; the other 19 commits rode on it"
+    sent = queued("eventlog") - 1
+    # One at the start of each window the burst touched, plus the trailing one after it.
+    assert 2 <= sent <= elapsed / window + 3, (sent, elapsed)
 
-    wake_received("eventlog.relay", "customers")  # what the relay task does first when it starts
-    customer_create(name="Late", credit_limit="10.00")
+
+def test_a_commit_inside_a_taken_window_is_sent_when_the_window_ends() -> None:
+    customer_create(name="First", credit_limit="10.00")
+    assert flush_wake_ups()  # sent: its window is taken now
+    customer_create(name="Second", credit_limit="10.00")
     assert flush_wake_ups()
-    assert queued("eventlog") == 2, "a commit after the relay started must wake it again"
+    assert queued("eventlog") == 2, "the second commit's wake-up is sent after the window, not dropped"
 
 
 def test_the_sweep_wakes_a_lagging_subscriber_even_while_a_wake_up_counts_as_pending() -> None:
-    """A pending flag may belong to a lost message; the sweep must not trust it."""
+    """A taken window may belong to a lost message; the sweep must not trust it."""
     customer_create(name="Ada", credit_limit="10.00")
     outbox_relay("customers")
     assert flush_wake_ups()
-    purge_queues()  # the relay wake-up and any subscriber wake-ups are "lost"; flags stay set
+    purge_queues()  # the relay wake-up and any subscriber wake-ups are "lost"; their windows stay taken
     sweep()
     for subscriber in subscribers():
         assert queued(subscriber.queue) >= 1, subscriber.name
