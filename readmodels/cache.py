@@ -1,11 +1,17 @@
 """Caching of read-model queries, kept fresh by generation keys.
 
-Every cached answer is stored under a key that includes a *generation* of what it depends on
-(one order, one customer, or the order lists). A projection bumps those generations right after
-its transaction commits, so the next read misses and goes to the table. A reader that fetched a
-row just before the commit can only store it under the old generation, which nobody reads any
-more: a stale answer can never be served once the projection has applied an update. A lost
-generation key (eviction, a restarted cache) simply starts a new namespace.
+Every cached answer depends on a *generation* (of one order, one customer, or the order lists)
+and on a global *epoch* (bumped by a replay). A projection bumps the generations it touched
+right after its transaction commits. An answer is stored together with the generation and
+epoch its reader saw *before* loading the row, and it is served only while both are still
+current. So a reader that fetched a row just before a projection's commit can only store it
+stamped with the old generation, which no longer matches: a stale answer can never be served
+once the projection has applied an update (tests/readmodels/test_cache.py runs that race).
+A lost generation key (eviction, a restarted cache) simply starts a new namespace, seeded with
+the time in nanoseconds so that it never matches an old stamp.
+
+A read is one round trip: one ``MGET`` of the generation, the epoch and the stamped answer
+(config/fastcache.py). A miss adds one ``SET`` of the freshly loaded answer.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from django.core.cache import cache
 from django.db import transaction
+
+from config import fastcache
 
 logger = logging.getLogger(__name__)
 ALIAS = "readmodels"
@@ -33,15 +40,13 @@ def _generation_key(kind: str, key: uuid.UUID | str | None) -> str:
 EPOCH_KEY = f"{PREFIX}epoch"
 
 
-def _generations(kind: str, key: uuid.UUID | str | None) -> str:
-    """The key's own generation and the global epoch (bumped by a replay), in one round trip."""
-    keys = [_generation_key(kind, key), EPOCH_KEY]
-    found = cache.get_many(keys)
-    for missing in (k for k in keys if k not in found):
+def _start_namespaces(keys: list[str]) -> list[int]:
+    """Create the missing generation/epoch keys (rare: first use, eviction, ``cache.clear()``)."""
+    for key in keys:
         # time_ns makes a re-created namespace distinct from any that was evicted.
-        cache.add(missing, time.time_ns(), timeout=None)
-        found[missing] = cache.get(missing, 0)
-    return f"{found[keys[0]]}.{found[EPOCH_KEY]}"
+        fastcache.add(key, time.time_ns(), timeout=None)
+    found = fastcache.get_many(keys)
+    return [0 if value is None else value for value in found]
 
 
 _unavailable_until = 0.0
@@ -58,17 +63,22 @@ def cached(kind: str, key: uuid.UUID | str | None, variant: str, load: Callable[
     """``load()`` through the cache, under the current generation of ``(kind, key)``."""
     if time.monotonic() < _unavailable_until:
         return load()
+    generation_key = _generation_key(kind, key)
+    value_key = f"{PREFIX}{kind}:{key}:{variant}"
     try:
-        value_key = f"{PREFIX}{kind}:{key}:{_generations(kind, key)}:{variant}"
-        hit = cache.get(value_key)
+        generation, epoch, stored = fastcache.get_many([generation_key, EPOCH_KEY, value_key])
+        if generation is None or epoch is None:
+            generation, epoch = _start_namespaces([generation_key, EPOCH_KEY])
+            stored = None
     except Exception as exc:  # the cache is an optimisation, never a dependency
         _cache_down(exc)
         return load()
-    if hit is not None:
-        return hit[0]  # type: ignore[no-any-return]
+    stamp = (generation, epoch)
+    if stored is not None and stored[0] == stamp:
+        return stored[1]  # type: ignore[no-any-return]
     value = load()
     try:
-        cache.set(value_key, (value,), timeout=VALUE_TTL_SECONDS)  # wrapped, so a cached None is a hit
+        fastcache.set_value(value_key, (stamp, value), timeout=VALUE_TTL_SECONDS)
     except Exception as exc:
         _cache_down(exc)
     return value
@@ -87,14 +97,12 @@ def invalidate_everything() -> None:
 
 
 def _bump(generation_keys: list[str]) -> None:
-    for generation_key in generation_keys:
-        try:
-            cache.incr(generation_key)
-        except ValueError:
-            pass  # no generation yet: the next reader starts a fresh one
-        except Exception as exc:
-            _cache_down(exc)
-            return
+    """``INCR`` each generation that exists, in one round trip; a missing one stays missing,
+    and its next reader starts a fresh namespace."""
+    try:
+        fastcache.incr_existing(generation_keys)
+    except Exception as exc:
+        _cache_down(exc)
 
 
 def wait_for(probe: Callable[[], Any], *, timeout: float, interval: float = 0.05) -> Any:
