@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from eventlog.domain import DomainError, MessageContext
 from eventlog.messaging import send_task, send_task_on_commit
 from eventlog.models import ProcessedCommand
+from eventlog.persistence import retry_on_conflict
+from eventlog.sql import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -110,33 +112,85 @@ def command_handle(*, message: dict[str, Any], alias: str, processed: type[Proce
     because it is the final answer.
     Any other exception is a technical failure: nothing is recorded and an ``error`` reply
     tells the orchestrator to retry.
+
+    The guard is the primary key of the processed-command row, written in the same transaction
+    as the effects. Duplicates are rare, so the handler runs first and the record is inserted
+    after it (no read before, no savepoint): a redelivered command fails that insert, its
+    transaction rolls back whole, and the recorded reply answers it. A refusal rolls the
+    handler's writes back the same way and is then recorded in a transaction of its own.
     """
     command = Command.from_message(message)
     try:
-        with transaction.atomic(using=alias):
-            record = processed.objects.using(alias).filter(command_id=command.command_id).first()
-            if record is not None:
-                reply = Reply(**record.reply)
-            else:
-                try:
-                    with transaction.atomic(using=alias):  # a refusal undoes the handler's writes only
-                        result = handler(command)
-                        reply = result if isinstance(result, Reply) else Reply(OK, data=result)
-                except Refused as refusal:
-                    reply = Reply(REFUSED, reason=refusal.reason, error=str(refusal))
-                except (DomainError, *refusals) as refusal:
-                    reply = Reply(REFUSED, reason=type(refusal).__name__, error=str(refusal))
-                processed.objects.using(alias).create(
-                    command_id=command.command_id, name=command.name, saga_id=command.saga_id,
-                    reply={"outcome": reply.outcome, "data": reply.data, "reason": reply.reason, "error": reply.error},
-                    processed_at=timezone.now(),
-                )
-            if command.reply_to:
-                send_task_on_commit(command.reply_to, using=alias, args=(reply.to_message(command),))
-            return reply
+        try:
+            reply = retry_on_conflict(lambda: _handle_and_record(command, alias, processed, handler, refusals))
+        except _Refusal as refusal:
+            reply = _record_alone(command, alias, processed, refusal.reply)
+        except IntegrityError:
+            recorded = _recorded(command, alias, processed)
+            if recorded is None:
+                raise  # not a redelivery: some other constraint, a technical failure
+            reply = recorded
+            _reply_now(command, reply)
+        return reply
     except Exception as exc:  # technical: not recorded, the orchestrator retries this command id
         logger.warning("command %s %s failed: %s", command.name, command.command_id, exc, exc_info=True)
         reply = Reply(ERROR, error=f"{type(exc).__name__}: {exc}"[:500])
-        if command.reply_to:
-            send_task(command.reply_to, args=(reply.to_message(command),))
+        _reply_now(command, reply)
         return reply
+
+
+class _Refusal(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.error)
+        self.reply = reply
+
+
+def _handle_and_record(command: Command, alias: str, processed: type[ProcessedCommand], handler: Handler, refusals: tuple[type[Exception], ...]) -> Reply:
+    with transaction.atomic(using=alias):
+        try:
+            result = handler(command)
+        except Refused as refusal:  # leaving the block rolls the handler's writes back
+            raise _Refusal(Reply(REFUSED, reason=refusal.reason, error=str(refusal))) from refusal
+        except (DomainError, *refusals) as refusal:
+            raise _Refusal(Reply(REFUSED, reason=type(refusal).__name__, error=str(refusal))) from refusal
+        reply = result if isinstance(result, Reply) else Reply(OK, data=result)
+        _record(command, alias, processed, reply)
+        return reply
+
+
+def _record_alone(command: Command, alias: str, processed: type[ProcessedCommand], reply: Reply) -> Reply:
+    """Record a refusal whose writes were rolled back; a concurrent twin may have answered first."""
+    try:
+        with transaction.atomic(using=alias):
+            _record(command, alias, processed, reply)
+            return reply
+    except IntegrityError:
+        recorded = _recorded(command, alias, processed)
+        if recorded is None:
+            raise
+        _reply_now(command, recorded)
+        return recorded
+
+
+def _record(command: Command, alias: str, processed: type[ProcessedCommand], reply: Reply) -> None:
+    """The processed-command row (its primary key is the command id), and the reply on commit."""
+    row = {
+        "command_id": command.command_id,
+        "name": command.name,
+        "saga_id": command.saga_id,
+        "reply": {"outcome": reply.outcome, "data": reply.data, "reason": reply.reason, "error": reply.error},
+        "processed_at": timezone.now(),
+    }
+    insert_rows(processed, alias, [row])
+    if command.reply_to:
+        send_task_on_commit(command.reply_to, using=alias, args=(reply.to_message(command),))
+
+
+def _recorded(command: Command, alias: str, processed: type[ProcessedCommand]) -> Reply | None:
+    recorded = processed.objects.using(alias).filter(command_id=command.command_id).values_list("reply", flat=True).first()
+    return None if recorded is None else Reply(**recorded)
+
+
+def _reply_now(command: Command, reply: Reply) -> None:
+    if command.reply_to:
+        send_task(command.reply_to, args=(reply.to_message(command),))

@@ -120,12 +120,28 @@ class Repository(Generic[A]):
 
 
 def atomic_with_retry(alias: str, command: Callable[[], T], *, retries: int = CONCURRENCY_RETRIES) -> T:
-    """Run ``command`` in one transaction of ``alias``, again from a fresh load on a conflict."""
-    for attempt in range(retries):
+    """Run ``command`` in one transaction of ``alias``, again from a fresh load on a conflict.
+
+    Inside a transaction that is already open, ``command`` simply runs in it: a savepoint per
+    use case would cost two statements on every command, and the conflict is the outer
+    transaction's owner's to retry (``eventlog.commands.command_handle`` does).
+    """
+    if transaction.get_connection(alias).in_atomic_block:
+        return command()
+    return retry_on_conflict(lambda: _atomic(alias, command), retries=retries)
+
+
+def _atomic(alias: str, command: Callable[[], T]) -> T:
+    with transaction.atomic(using=alias):
+        return command()
+
+
+def retry_on_conflict(attempt: Callable[[], T], *, retries: int = CONCURRENCY_RETRIES) -> T:
+    """Run ``attempt`` (a whole transaction) again while it fails with ``ConcurrencyError``."""
+    for remaining in range(retries - 1, -1, -1):
         try:
-            with transaction.atomic(using=alias):
-                return command()
+            return attempt()
         except ConcurrencyError:
-            if attempt == retries - 1:
+            if not remaining:
                 raise
     raise AssertionError("unreachable")

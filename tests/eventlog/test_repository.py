@@ -131,7 +131,8 @@ def test_the_snapshot_load_a_credit_command_uses_agrees_with_the_fold() -> None:
         assert snapshot is not None
         assert (snapshot.name, snapshot.credit_limit, snapshot.credit_reserved, snapshot.version) == (folded.name, folded.credit_limit, folded.credit_reserved, folded.version)
         assert snapshot.reservations == {k: v for k, v in folded.reservations.items() if k == order_id}
-    assert customer_repository.get_for_order(uuid.uuid4(), held) is None
+    with transaction.atomic(using=ALIAS):  # it locks the row: only inside a transaction
+        assert customer_repository.get_for_order(uuid.uuid4(), held) is None
     # Decisions taken on the snapshot: the held order is a no-op, a new one that fits is
     # reserved (30.00 left), and one that does not fit is refused.
     with transaction.atomic(using=ALIAS):
