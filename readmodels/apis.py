@@ -38,6 +38,11 @@ class OrderOutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
+#: One instance for every request: a serializer's fields are deep-copied on each instantiation,
+#: which was a fifth of a cached read's time. ``to_representation`` keeps no state.
+ORDER_OUTPUT = OrderOutputSerializer()
+
+
 class OrderDetailApi(APIView):
     @extend_schema(operation_id="orders_retrieve", parameters=[MIN_VERSION], responses={200: OrderOutputSerializer}, tags=["orders"])
     def get(self, request: Request, order_id: str) -> Response:
@@ -45,7 +50,7 @@ class OrderDetailApi(APIView):
         row = selectors.order_summary_get(order_id=order_uuid, min_version=_min_version(request))
         if row is None:
             raise NotFound("Order not found.", {"order_id": str(order_uuid)})
-        return Response(OrderOutputSerializer(row).data)
+        return Response(ORDER_OUTPUT.to_representation(row))
 
 
 class OrderPagination(PageNumberPagination):
@@ -77,7 +82,7 @@ class OrderListApi(APIView):
         count, rows = selectors.order_summary_list(customer_id=customer_id, state=state, offset=(page - 1) * page_size, limit=page_size)
         if page > 1 and not rows:
             raise NotFound("Invalid page.", {"page": page, "count": count})
-        return Response(page_body(request, count=count, page=page, page_size=page_size, results=OrderOutputSerializer(rows, many=True).data))
+        return Response(page_body(request, count=count, page=page, page_size=page_size, results=[ORDER_OUTPUT.to_representation(row) for row in rows]))
 
 
 class CustomerDetailApi(APIView):
@@ -98,7 +103,10 @@ class CustomerDetailApi(APIView):
         if row is None:
             raise NotFound("Customer not found.", {"customer_id": str(customer_uuid)})
         row = {**row, "orders": {state: row[f"orders_{state.lower()}"] for state in ORDER_STATES}}
-        return Response(CustomerDetailApi.OutputSerializer(row).data)
+        return Response(CUSTOMER_OUTPUT.to_representation(row))
+
+
+CUSTOMER_OUTPUT = CustomerDetailApi.OutputSerializer()
 
 
 class ProjectionListApi(APIView):

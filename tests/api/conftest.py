@@ -13,6 +13,14 @@ from rest_framework.test import APIClient
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def forget_tokens() -> None:
+    """The databases are flushed between tests without signals: forget the remembered tokens."""
+    from config import authentication
+
+    authentication._remembered.clear()
+
+
 @pytest.fixture
 def user() -> Any:
     return get_user_model().objects.create_user("operator", password=PASSWORD)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.cache import cache as django_cache
 from django.db import connections
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 
+from config import fastcache
 from eventlog.domain import MessageContext
 from orders.services import order_approve, order_create
 from readmodels import cache, selectors
@@ -18,6 +20,20 @@ from readmodels.rebuild import projection_rebuild
 from tests.readmodels.helpers import relay_and_project
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+@pytest.fixture(autouse=True, params=["redis", "locmem"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs on the project's Redis (config/fastcache.py's direct path) and on a
+    cache that is not Redis (the same functions through Django's cache API)."""
+    if request.param == "redis":
+        assert fastcache._redis() is not None
+        yield request.param
+        return
+    with override_settings(CACHES=LOCMEM):
+        assert fastcache._redis() is None
+        yield request.param
 
 
 def pending_order() -> uuid.UUID:
@@ -89,3 +105,55 @@ def test_a_lost_generation_key_starts_a_fresh_namespace() -> None:
     relay_and_project()
     django_cache.delete(f"{cache.PREFIX}gen:order:{order_id}")  # evicted
     assert selectors.order_summary_get(order_id=order_id)["state"] == "APPROVED"  # type: ignore[index]
+
+
+def redis_commands() -> int:
+    """Commands the cache's Redis has run so far (every client, every command)."""
+    client = fastcache._redis().client  # type: ignore[union-attr]
+    return sum(int(stats["calls"]) for stats in client.info("commandstats").values())
+
+
+def test_a_cached_read_is_one_redis_command_and_no_query(backend: str) -> None:
+    if backend != "redis":
+        pytest.skip("counts Redis commands")
+    order_id = pending_order()
+    selectors.order_summary_get(order_id=order_id)  # miss: loads and stores
+    counted = []
+    for _ in range(5):  # other clients (the broker's wake-ups) only add: the least is ours
+        before = redis_commands()
+        with CaptureQueriesContext(connections["readmodels"]) as queries:
+            row = selectors.order_summary_get(order_id=order_id)
+        counted.append(redis_commands() - before)
+        assert row is not None and row["id"] == order_id and len(queries) == 0
+    assert min(counted) == 1 + 1  # our MGET, and the INFO that counted it
+
+
+def test_a_bump_never_creates_a_generation(backend: str) -> None:
+    order_id = uuid.uuid4()
+    cache._bump([cache._generation_key("order", order_id)])
+    assert django_cache.get(f"{cache.PREFIX}gen:order:{order_id}") is None
+
+
+def test_an_answer_stored_under_an_older_generation_is_not_served() -> None:
+    order_id = pending_order()
+    selectors.order_summary_get(order_id=order_id)
+    cache._bump([cache._generation_key("order", order_id)])  # as a projection does after commit
+    with CaptureQueriesContext(connections["readmodels"]) as queries:
+        assert selectors.order_summary_get(order_id=order_id) is not None
+    assert len(queries) == 1  # a miss: read from the table, stored under the new generation
+    with CaptureQueriesContext(connections["readmodels"]) as queries:
+        assert selectors.order_summary_get(order_id=order_id) is not None
+    assert len(queries) == 0
+
+
+def test_an_unreachable_cache_reads_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    order_id = pending_order()
+    monkeypatch.setattr(cache, "_unavailable_until", 0.0)  # restored after the test
+    dead = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    with override_settings(CACHES=dead):
+        row = selectors.order_summary_get(order_id=order_id)
+        assert row is not None and row["state"] == "PENDING"
+        assert cache._unavailable_until > 0  # the next reads go straight to the tables for a while
+        assert selectors.order_summary_get(order_id=order_id) is not None
