@@ -26,15 +26,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from eventlog.commands import ERROR, OK, REFUSED, Command
 from eventlog.messaging import send_task_on_commit
+from eventlog.sql import insert_rows
 from sagas.definitions import Data, SagaDefinition, Step, definition_get
 from sagas.models import SagaInstance, SagaLogEntry, SagaState, SagaStep, StepKind, StepStatus
 
@@ -53,8 +57,31 @@ def _scaled(seconds: float) -> dt.timedelta:
     return dt.timedelta(seconds=seconds * settings.SAGA_TIME_SCALE)
 
 
+_log_lines: ContextVar[list[SagaLogEntry] | None] = ContextVar("saga_log_lines", default=None)
+
+
+@contextmanager
+def _transition() -> Iterator[None]:
+    """One transition: one transaction of ``sagas``, its log lines written in one insert at its end.
+
+    Inside a transaction the caller opened (the API's, with its idempotency record) it adds
+    no savepoint: a failure rolls back the caller's transaction, which is what it wants.
+    """
+    lines: list[SagaLogEntry] = []
+    token = _log_lines.set(lines)
+    try:
+        with transaction.atomic(using=ALIAS, savepoint=False):
+            yield
+            if lines:
+                SagaLogEntry.objects.using(ALIAS).bulk_create(lines)
+    finally:
+        _log_lines.reset(token)
+
+
 def _log(saga: SagaInstance, event: str, detail: str = "", *, step: SagaStep | None = None) -> None:
-    SagaLogEntry.objects.using(ALIAS).create(saga=saga, at=timezone.now(), step=step.name if step else "", kind=step.kind if step else "", event=event, detail=detail[:2000])
+    lines = _log_lines.get()
+    assert lines is not None, "saga log lines are written by a transition (_transition)"
+    lines.append(SagaLogEntry(saga=saga, at=timezone.now(), step=step.name if step else "", kind=step.kind if step else "", event=event, detail=detail[:2000]))
 
 
 def _definition(saga: SagaInstance) -> SagaDefinition:
@@ -128,25 +155,32 @@ def saga_start(*, saga_type: str, data: Data, subject_id: uuid.UUID, saga_id: uu
     definition = definition_get(saga_type)
     now = timezone.now()
     saga_id = saga_id or uuid.uuid4()
-    with transaction.atomic(using=ALIAS):
-        try:
-            with transaction.atomic(using=ALIAS):  # a savepoint: the lock conflict stays contained
-                saga = SagaInstance.objects.using(ALIAS).create(
-                    id=saga_id,
-                    type=definition.type,
-                    definition_version=definition.version,
-                    state=SagaState.RUNNING,
-                    subject_id=subject_id,
-                    data=data,
-                    correlation_id=correlation_id or saga_id,
-                    created_at=now,
-                    updated_at=now,
-                )
-        except IntegrityError:
-            raise SagaConflict(f"another saga is already running for {subject_id}") from None
+    saga = SagaInstance(
+        id=saga_id,
+        type=definition.type,
+        definition_version=definition.version,
+        state=SagaState.RUNNING,
+        subject_id=subject_id,
+        data=data,
+        correlation_id=correlation_id or saga_id,
+        version=1,
+        last_error="",
+        created_at=now,
+        updated_at=now,
+    )
+    with _transition():
+        # The semantic lock is a partial unique index (one active saga per subject): a
+        # conflicting insert is skipped, which tells us without a savepoint.
+        if not insert_rows(SagaInstance, ALIAS, [_row(saga)], on_conflict_ignore=True):
+            raise SagaConflict(f"another saga is already running for {subject_id}")
+        saga._state.adding, saga._state.db = False, ALIAS
         _log(saga, "started", f"{definition.type} v{definition.version}")
         _dispatch(saga, 0, StepKind.FORWARD)
         return saga
+
+
+def _row(saga: SagaInstance) -> dict[str, Any]:
+    return {field.attname: getattr(saga, field.attname) for field in SagaInstance._meta.concrete_fields}
 
 
 # --- moving on ----------------------------------------------------------------------------
@@ -213,7 +247,7 @@ def _lock(saga_id: uuid.UUID) -> SagaInstance | None:
 
 def saga_reply_handle(reply: dict[str, Any]) -> str:
     """Apply a participant's reply; a duplicate or late reply changes nothing."""
-    with transaction.atomic(using=ALIAS):
+    with _transition():
         saga = _lock(uuid.UUID(reply["saga_id"]))
         if saga is None:
             return "unknown saga"
@@ -261,7 +295,7 @@ def saga_reply_handle(reply: dict[str, Any]) -> str:
 
 def saga_step_due(step_id: int) -> str:
     """A step's deadline passed: a WAITING step timed out, a RETRY_WAIT step is sent again."""
-    with transaction.atomic(using=ALIAS):
+    with _transition():
         step = SagaStep.objects.using(ALIAS).filter(id=step_id).first()
         if step is None:
             return "gone"
@@ -304,7 +338,7 @@ def saga_sweep() -> dict[str, int]:
 
 def saga_retry(saga_id: uuid.UUID) -> SagaInstance:
     """An operator retries a FAILED saga: its failed compensation runs again, fresh attempts."""
-    with transaction.atomic(using=ALIAS):
+    with _transition():
         saga = _lock(saga_id)
         if saga is None:
             raise LookupError(f"no saga {saga_id}")
