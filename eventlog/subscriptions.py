@@ -9,7 +9,7 @@ because a second run of the same batch finds the checkpoint already past it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -21,6 +21,7 @@ from eventlog.selectors import log_head, log_read
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[list[RecordedEvent]], None]
+Reader = Callable[..., list[RecordedEvent]]  # log_read's keywords: after, limit, until
 
 
 @dataclass(frozen=True)
@@ -68,21 +69,39 @@ def subscriber_lag(subscriber: Subscriber, *, head: int | None = None) -> int:
 
 def subscriber_advance_batch(subscriber: Subscriber, *, batch_size: int, until: int | None = None) -> int:
     """Apply the next batch after the checkpoint (up to ``until``); returns events consumed."""
-    with transaction.atomic(using=subscriber.alias):
-        manager = subscriber.checkpoint_model.objects.using(subscriber.alias)
+    return subscribers_advance_batch([subscriber], batch_size=batch_size, until=until)[1][0]
+
+
+def subscribers_advance_batch(group: Sequence[Subscriber], *, batch_size: int, until: int | None = None, read: Reader = log_read) -> tuple[int, list[int]]:
+    """Apply the next batch to each subscriber of ``group`` (one database, one checkpoint
+    table) in one transaction: the log is read once, after the lowest of their checkpoints, and
+    each subscriber gets the events after its own. Returns the position of the last event read
+    (0 if none), where every subscriber that consumed anything now stands, and the events each
+    one consumed."""
+    alias, checkpoint_model = group[0].alias, group[0].checkpoint_model
+    assert all(s.alias == alias and s.checkpoint_model is checkpoint_model for s in group), "one database, one checkpoint table"
+    with transaction.atomic(using=alias):
+        manager = checkpoint_model.objects.using(alias)
         # The row lock serialises concurrent runs of one subscriber (SQLite: BEGIN IMMEDIATE).
-        checkpoint, _ = manager.select_for_update().get_or_create(subscriber=subscriber.name)
-        events = log_read(after=checkpoint.position, limit=batch_size, until=until)
+        checkpoints = [manager.select_for_update().get_or_create(subscriber=s.name)[0] for s in group]
+        after = min(c.position for c in checkpoints)
+        events = read(after=after, limit=batch_size, until=until)
+        consumed = [0] * len(group)
         if not events:
-            return 0
-        wanted = [e for e in events if subscriber.types is None or e.type in subscriber.types]
-        if wanted:
-            subscriber.handle(wanted)
+            return 0, consumed
         last = events[-1].position
-        assert last is not None and last > checkpoint.position
-        checkpoint.position = last
-        checkpoint.save(update_fields=["position", "updated_at"])
-        return len(events)
+        assert last is not None and last > after
+        for i, (subscriber, checkpoint) in enumerate(zip(group, checkpoints, strict=True)):
+            if last <= checkpoint.position:
+                continue
+            mine = events if checkpoint.position == after else [e for e in events if e.position > checkpoint.position]  # type: ignore[operator]
+            wanted = mine if subscriber.types is None else [e for e in mine if e.type in subscriber.types]
+            if wanted:
+                subscriber.handle(wanted)
+            checkpoint.position = last
+            checkpoint.save(update_fields=["position", "updated_at"])
+            consumed[i] = len(mine)
+        return last, consumed
 
 
 def subscriber_advance(name: str, *, batch_size: int = 1000) -> int:

@@ -15,7 +15,7 @@ from eventlog.invariants import CheckResult, Violation
 from eventlog.subscriptions import subscriber_get, subscriber_position
 from readmodels.models import ProjectionCheckpoint
 from readmodels.projections import ALIAS, PROJECTIONS, subscriber_name
-from readmodels.rebuild import shadow_catch_up, shadow_drop, shadow_prepare
+from readmodels.rebuild import DEFAULT_BATCH_SIZE, shadow_catch_up, shadow_drop, shadow_prepare
 
 SUFFIX = "__verify"
 EXAMPLES = 5
@@ -26,20 +26,20 @@ def _rows(model: type[Model]) -> dict[Any, tuple[Any, ...]]:
     return {row[0]: row for row in model.objects.using(ALIAS).order_by("pk").values_list("pk", *names)}
 
 
-def readmodels_replay_check(*, batch_size: int = 5000) -> CheckResult:
+def readmodels_replay_check(*, batch_size: int = DEFAULT_BATCH_SIZE) -> CheckResult:
     violations: list[Violation] = []
     checked = 0
     for projection in PROJECTIONS.values():
         live_name = subscriber_name(projection)
-        target, shadow = shadow_prepare(projection, suffix=SUFFIX, fresh=True)
+        replay = shadow_prepare(projection, suffix=SUFFIX, fresh=True)
         try:
-            shadow_catch_up(shadow, batch_size=batch_size, until=subscriber_position(subscriber_get(live_name)))
+            shadow_catch_up(replay, batch_size=batch_size, until=subscriber_position(subscriber_get(live_name)))
             with transaction.atomic(using=ALIAS):
                 live_checkpoint = ProjectionCheckpoint.objects.using(ALIAS).select_for_update().filter(subscriber=live_name).first()
                 position = live_checkpoint.position if live_checkpoint else 0
-                shadow_catch_up(shadow, batch_size=batch_size, until=position)
+                shadow_catch_up(replay, batch_size=batch_size, until=position)
                 for live in projection.tables:
-                    expected, actual = _rows(target.table(live)), _rows(live)
+                    expected, actual = _rows(replay.target.table(live)), _rows(live)
                     checked += len(expected)
                     subject = f"{live._meta.db_table} @ position {position}"
                     missing = sorted(map(str, expected.keys() - actual.keys()))

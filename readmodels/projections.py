@@ -1,22 +1,41 @@
 """Projections: fold events from the central log into the read-model tables.
 
-Each projection handles a batch in memory (load the rows it touches, apply, write back in bulk)
-inside the transaction that also moves its checkpoint, so a batch is applied exactly once.
+A projection is a *fold*: a function that applies a list of events, in log order, to the rows
+of its tables held in memory (:class:`Rows`). The live subscriber and the rebuild
+(``readmodels/rebuild.py``) run the very same fold; they differ only in how long the rows stay
+in memory:
+
+* live (:meth:`Projection.project`): for each batch, load the rows the batch touches, fold,
+  write the changed rows back, all inside the transaction that also moves the checkpoint, so a
+  batch is applied exactly once;
+* rebuild: one :class:`State` for the whole replay. It starts empty over empty tables, so it
+  holds every row and never reads one back; each batch writes only what changed, with the
+  rebuild's checkpoint in the same transaction.
+
+Rows are plain dicts keyed by field ``attname`` (no model instances), and they are written with
+the driver's bulk paths: ``COPY`` on PostgreSQL, ``executemany`` elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
-from django.db.models import Model
+from django.db import connections
+from django.db.models import DateTimeField, Model, UUIDField
 
 from eventlog.domain import RecordedEvent
 from readmodels import cache, models
 
 ALIAS = "readmodels"
+LOAD_CHUNK = 2000  # primary keys per SELECT ... WHERE pk IN (...)
+
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -49,152 +68,278 @@ COUNTER_FOR_STATE = {
 }
 
 
-class _Rows:
-    """Rows of one table touched by a batch: loaded once, changed in memory, written in bulk."""
+# --- Rows in memory and how they are written -----------------------------------------------
 
-    def __init__(self, model: type[Model], fields: list[str]) -> None:
-        self.model = model  # live or shadow: the same columns
-        self.fields = fields
-        self.rows: dict[uuid.UUID, Any] = {}
-        self.new: set[uuid.UUID] = set()
-        self.dirty: set[uuid.UUID] = set()
 
-    def load(self, ids: set[uuid.UUID]) -> None:
-        missing = ids - self.rows.keys()
-        if missing:
-            for row in self.model.objects.using(ALIAS).filter(pk__in=missing):
-                self.rows[row.pk] = row
+def _adapter(model_field: Any, connection: Any) -> Callable[[Any], Any] | None:
+    """How a value of ``model_field`` goes to the driver: what ``get_db_prep_save`` sends, or
+    None where the driver takes the Python value as it is (tests/readmodels/test_rows.py checks
+    both against ``get_db_prep_save`` on each backend)."""
+    if connection.vendor == "postgresql":
+        return None  # psycopg adapts UUID, Decimal, aware datetime, str and int as Django passes them
+    if connection.vendor == "sqlite":
+        if isinstance(model_field, UUIDField):
+            return lambda value: None if value is None else value.hex
+        if isinstance(model_field, DateTimeField):
+            return connection.ops.adapt_datetimefield_value
+        return None  # str, int; Decimal goes through the sqlite3 adapter Django registers
+    return functools.partial(model_field.get_db_prep_save, connection=connection)
 
-    def get(self, pk: uuid.UUID) -> Any | None:
+
+class _Writer:
+    """The SQL and value adaptation to write the rows of one table on one connection."""
+
+    def __init__(self, model: type[Model], connection: Any) -> None:
+        quote = connection.ops.quote_name
+        fields = model._meta.local_fields
+        pk = model._meta.pk
+        assert pk is not None
+        self.vendor = connection.vendor
+        self.getter = itemgetter(*(f.attname for f in fields))
+        adapters = [_adapter(f, connection) for f in fields]
+        self.adapters = adapters if any(adapters) else None
+        table = quote(model._meta.db_table)
+        columns = ", ".join(quote(f.column) for f in fields)
+        placeholders = ", ".join(["%s"] * len(fields))
+        updates = ", ".join(f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields if f is not pk)
+        self.insert_sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
+        self.upsert_sql = f"{self.insert_sql} ON CONFLICT ({quote(pk.column)}) DO UPDATE SET {updates}"
+        self.copy_sql = f"COPY {table} ({columns}) FROM STDIN"
+        self.delete_sql = f"DELETE FROM {table} WHERE {quote(pk.column)} = ANY(%s)"
+
+    def values(self, rows: Iterable[Row]) -> list[tuple[Any, ...]]:
+        getter, adapters = self.getter, self.adapters
+        if adapters is None:
+            return [getter(row) for row in rows]
+        return [tuple([v if a is None else a(v) for a, v in zip(adapters, getter(row), strict=True)]) for row in rows]
+
+    def write(self, cursor: Any, new: list[Row], changed: list[Row], changed_pks: list[Any]) -> None:
+        """Insert ``new`` rows and replace ``changed`` ones, in the caller's transaction."""
+        if self.vendor == "postgresql":
+            # Replace = delete + insert in one transaction; COPY is the fastest insert there is.
+            if changed_pks:
+                cursor.execute(self.delete_sql, [changed_pks])
+            with cursor.cursor.copy(self.copy_sql) as copy:
+                for values in self.values(new + changed):
+                    copy.write_row(values)
+            return
+        if new:
+            cursor.executemany(self.insert_sql, self.values(new))
+        if changed:
+            cursor.executemany(self.upsert_sql, self.values(changed))
+
+
+@functools.cache
+def _writer(model: type[Model], alias: str, vendor: str) -> _Writer:
+    return _Writer(model, connections[alias])
+
+
+class Rows:
+    """Rows of one table (live or shadow) as a fold sees them: loaded by primary key on
+    demand, changed in memory, written in bulk by :meth:`flush`.
+
+    ``complete`` means every row of the table is in memory (a rebuild that started from empty
+    tables), so :meth:`load` has nothing to read.
+    """
+
+    def __init__(self, model: type[Model], *, complete: bool = False) -> None:
+        meta = model._meta
+        assert meta.pk is not None
+        self.model = model
+        self.columns = tuple(f.attname for f in meta.local_fields)
+        self.pk = meta.pk.attname
+        self.complete = complete
+        self.rows: dict[Any, Row] = {}
+        self.new: dict[Any, None] = {}  # an ordered set: rows to insert
+        self.dirty: set[Any] = set()  # rows to write (inserted or replaced)
+
+    def load(self, ids: Iterable[Any]) -> None:
+        """Read the rows with these primary keys that are not in memory yet (lazily: ``ids``
+        is not even iterated when the table is complete)."""
+        if self.complete:
+            return
+        missing = list({pk for pk in ids if pk not in self.rows})
+        manager = self.model._default_manager.using(ALIAS)
+        index = self.columns.index(self.pk)
+        for start in range(0, len(missing), LOAD_CHUNK):
+            for values in manager.filter(pk__in=missing[start : start + LOAD_CHUNK]).values_list(*self.columns):
+                self.rows[values[index]] = dict(zip(self.columns, values, strict=True))
+
+    def get(self, pk: Any) -> Row | None:
         return self.rows.get(pk)
 
-    def add(self, row: Any) -> None:
-        self.rows[row.pk] = row
-        self.new.add(row.pk)
+    def add(self, row: Row) -> None:
+        pk = row[self.pk]
+        self.rows[pk] = row
+        self.new[pk] = None
+        self.dirty.add(pk)
 
-    def flush(self) -> set[uuid.UUID]:
-        """Write what changed; returns the primary keys written."""
-        created = [row for pk, row in self.rows.items() if pk in self.new]
-        changed = [row for pk, row in self.rows.items() if pk not in self.new and pk in self.dirty]
-        if created:
-            self.model.objects.using(ALIAS).bulk_create(created, batch_size=500)
-        if changed:
-            # One INSERT ... ON CONFLICT DO UPDATE per chunk: Django's bulk_update builds a
-            # CASE WHEN per row and field and was 80% of a replay (bench/replay.py).
-            pk_name = self.model._meta.pk.name  # type: ignore[union-attr]
-            self.model.objects.using(ALIAS).bulk_create(changed, batch_size=500, update_conflicts=True, unique_fields=[pk_name], update_fields=self.fields)
-        return {row.pk for row in created} | {row.pk for row in changed}
+    def touch(self, row: Row) -> None:
+        self.dirty.add(row[self.pk])
 
-    def touch(self, row: Any) -> None:
-        self.dirty.add(row.pk)
+    def flush(self) -> set[Any]:
+        """Write what changed since the last flush; returns the primary keys written."""
+        written = self.dirty
+        if written:
+            connection = connections[ALIAS]
+            changed_pks = [pk for pk in written if pk not in self.new]
+            rows = self.rows
+            with connection.cursor() as cursor:
+                _writer(self.model, ALIAS, connection.vendor).write(cursor, [rows[pk] for pk in self.new], [rows[pk] for pk in changed_pks], changed_pks)
+        self.new, self.dirty = {}, set()
+        return written
+
+    def forget(self) -> None:
+        """Drop every row from memory (they are read again on demand)."""
+        self.rows, self.new, self.dirty, self.complete = {}, {}, set(), False
 
 
-def order_summary_project(events: list[RecordedEvent], target: Target = LIVE) -> None:
+class State:
+    """A projection's tables in memory, keyed by the live model (the rows may live in shadows)."""
+
+    def __init__(self, projection: Projection, target: Target = LIVE, *, complete: bool = False) -> None:
+        self.tables = {model: Rows(target.table(model), complete=complete) for model in projection.tables}
+
+    def __getitem__(self, model: type[Model]) -> Rows:
+        return self.tables[model]
+
+    def flush(self) -> dict[type[Model], set[Any]]:
+        return {model: rows.flush() for model, rows in self.tables.items()}
+
+    def forget(self) -> None:
+        for rows in self.tables.values():
+            rows.forget()
+
+    def size(self) -> int:
+        return max((len(rows.rows) for rows in self.tables.values()), default=0)
+
+
+# --- The folds ------------------------------------------------------------------------------
+
+
+def order_summary_fold(events: list[RecordedEvent], state: State) -> None:
     """One row per order. The customer's name comes from CustomerCreated events, remembered in
     the projection's own small name table, so this projection depends on no other."""
-    orders = _Rows(target.table(models.OrderSummary), ["customer_name", "state", "rejection_reason", "version", "updated_at"])
-    orders.load({e.stream_id for e in events if e.stream_type == "Order"})
-    names_table = target.table(models.CustomerName)
-    new_names = {e.stream_id: e.data["name"] for e in events if e.type == "CustomerCreated"}
-    if new_names:
-        names_table.objects.using(ALIAS).bulk_create([names_table(id=k, name=v) for k, v in new_names.items()], ignore_conflicts=True)
-    customer_ids = {uuid.UUID(e.data["customer_id"]) for e in events if e.type == "OrderCreated"}
-    names = dict(names_table.objects.using(ALIAS).filter(id__in=customer_ids - new_names.keys()).values_list("id", "name"))
-    names.update(new_names)
+    orders, names = state[models.OrderSummary], state[models.CustomerName]
+    orders.load(e.stream_id for e in events if e.stream_type == "Order")
+    names.load(e.stream_id if e.type == "CustomerCreated" else uuid.UUID(e.data["customer_id"]) for e in events if e.type in ("CustomerCreated", "OrderCreated"))
     for event in events:
-        if event.type == "CustomerCreated":
-            continue
-        if event.type == "OrderCreated":
-            if orders.get(event.stream_id) is not None:
-                continue
-            customer_id = uuid.UUID(event.data["customer_id"])
-            orders.add(
-                orders.model(
-                    id=event.stream_id,
-                    customer_id=customer_id,
-                    customer_name=names.get(customer_id),
-                    total=Decimal(event.data["total"]),
-                    state="PENDING",
-                    rejection_reason=None,
-                    mode=event.data["mode"],
-                    saga_id=event.saga_id,
-                    version=event.version,
-                    created_at=event.occurred_at,
-                    updated_at=event.occurred_at,
-                )
-            )
+        kind = event.type
+        if kind == "CustomerCreated":
+            if names.get(event.stream_id) is None:
+                names.add({"id": event.stream_id, "name": event.data["name"]})
             continue
         order = orders.get(event.stream_id)
-        if order is None or event.version <= order.version:
+        if kind == "OrderCreated":
+            if order is not None:
+                continue
+            customer_id = uuid.UUID(event.data["customer_id"])
+            name = names.get(customer_id)
+            orders.add(
+                {
+                    "id": event.stream_id,
+                    "customer_id": customer_id,
+                    "customer_name": None if name is None else name["name"],
+                    "total": Decimal(event.data["total"]),
+                    "state": "PENDING",
+                    "rejection_reason": None,
+                    "mode": event.data["mode"],
+                    "saga_id": event.saga_id,
+                    "version": event.version,
+                    "created_at": event.occurred_at,
+                    "updated_at": event.occurred_at,
+                }
+            )
             continue
-        order.state = ORDER_STATE_AFTER[event.type]
-        if event.type == "OrderRejected":
-            order.rejection_reason = event.data["reason"]
-        order.version = event.version
-        order.updated_at = event.occurred_at
+        if order is None or event.version <= order["version"]:
+            continue
+        order["state"] = ORDER_STATE_AFTER[kind]
+        if kind == "OrderRejected":
+            order["rejection_reason"] = event.data["reason"]
+        order["version"] = event.version
+        order["updated_at"] = event.occurred_at
         orders.touch(order)
-    written = orders.flush()
-    if target.live:
-        cache.invalidate_on_commit("order", written)
-        cache.invalidate_on_commit("orders", [None] if written else [])
+
+
+def order_summary_invalidate(written: dict[type[Model], set[Any]]) -> None:
+    orders = written[models.OrderSummary]
+    cache.invalidate_on_commit("order", orders)
+    cache.invalidate_on_commit("orders", [None] if orders else [])
 
 
 ORDER_SUMMARY_TYPES = frozenset({"CustomerCreated", *ORDER_STATE_AFTER})
 
 
-def customer_credit_project(events: list[RecordedEvent], target: Target = LIVE) -> None:
+def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
     """One row per customer: credit and counts of orders by state."""
-    customers = _Rows(target.table(models.CustomerCredit), ["credit_reserved", "available_credit", "version", "updated_at", *COUNTER_FOR_STATE.values()])
-    order_states = _Rows(target.table(models.CustomerOrderState), ["state"])
-    order_states.load({e.stream_id for e in events if e.stream_type == "Order"})
-    customer_ids = {e.stream_id for e in events if e.stream_type == "Customer"}
-    customer_ids |= {uuid.UUID(e.data["customer_id"]) for e in events if e.type == "OrderCreated"}
-    customer_ids |= {row.customer_id for row in order_states.rows.values()}
-    customers.load(customer_ids)
+    customers, order_states = state[models.CustomerCredit], state[models.CustomerOrderState]
+    order_states.load(e.stream_id for e in events if e.stream_type == "Order")
 
-    def count(customer_id: uuid.UUID, state: str, delta: int) -> None:
+    def customer_ids() -> Iterable[uuid.UUID]:
+        for e in events:
+            if e.stream_type == "Customer":
+                yield e.stream_id
+            elif e.type == "OrderCreated":
+                yield uuid.UUID(e.data["customer_id"])
+            elif (order_state := order_states.get(e.stream_id)) is not None:
+                yield order_state["customer_id"]
+
+    customers.load(customer_ids())
+
+    def count(customer_id: uuid.UUID, state_name: str, delta: int) -> None:
         customer = customers.get(customer_id)
         if customer is not None:
-            counter = COUNTER_FOR_STATE[state]
-            setattr(customer, counter, getattr(customer, counter) + delta)
+            customer[COUNTER_FOR_STATE[state_name]] += delta
             customers.touch(customer)
 
     for event in events:
+        kind = event.type
         if event.stream_type == "Customer":
             customer = customers.get(event.stream_id)
-            if event.type == "CustomerCreated":
+            if kind == "CustomerCreated":
                 if customer is None:
                     limit = Decimal(event.data["credit_limit"])
-                    customers.add(customers.model(id=event.stream_id, name=event.data["name"], credit_limit=limit, credit_reserved=Decimal("0.00"), available_credit=limit, version=event.version, updated_at=event.occurred_at))
+                    customers.add(
+                        {
+                            "id": event.stream_id,
+                            "name": event.data["name"],
+                            "credit_limit": limit,
+                            "credit_reserved": Decimal("0.00"),
+                            "available_credit": limit,
+                            **dict.fromkeys(COUNTER_FOR_STATE.values(), 0),
+                            "version": event.version,
+                            "updated_at": event.occurred_at,
+                        }
+                    )
                 continue
-            if customer is None or event.version <= customer.version:
+            if customer is None or event.version <= customer["version"]:
                 continue
-            if event.type == "CreditReserved":
-                customer.credit_reserved += Decimal(event.data["amount"])
-            elif event.type == "CreditReleased":
-                customer.credit_reserved -= Decimal(event.data["amount"])
-            customer.available_credit = customer.credit_limit - customer.credit_reserved
-            customer.version = event.version
-            customer.updated_at = event.occurred_at
+            if kind == "CreditReserved":
+                customer["credit_reserved"] += Decimal(event.data["amount"])
+            elif kind == "CreditReleased":
+                customer["credit_reserved"] -= Decimal(event.data["amount"])
+            customer["available_credit"] = customer["credit_limit"] - customer["credit_reserved"]
+            customer["version"] = event.version
+            customer["updated_at"] = event.occurred_at
             customers.touch(customer)
-        elif event.type == "OrderCreated":
+        elif kind == "OrderCreated":
             if order_states.get(event.stream_id) is None:
                 customer_id = uuid.UUID(event.data["customer_id"])
-                order_states.add(order_states.model(order_id=event.stream_id, customer_id=customer_id, state="PENDING"))
+                order_states.add({"order_id": event.stream_id, "customer_id": customer_id, "state": "PENDING"})
                 count(customer_id, "PENDING", +1)
-        elif event.type in ORDER_STATE_AFTER:
+        elif kind in ORDER_STATE_AFTER:
             order_state = order_states.get(event.stream_id)
             if order_state is None:
                 continue
-            new_state = ORDER_STATE_AFTER[event.type]
-            count(order_state.customer_id, order_state.state, -1)
-            count(order_state.customer_id, new_state, +1)
-            order_state.state = new_state
+            new_state = ORDER_STATE_AFTER[kind]
+            count(order_state["customer_id"], order_state["state"], -1)
+            count(order_state["customer_id"], new_state, +1)
+            order_state["state"] = new_state
             order_states.touch(order_state)
-    written = customers.flush()
-    order_states.flush()
-    if target.live:
-        cache.invalidate_on_commit("customer", written)
+
+
+def customer_credit_invalidate(written: dict[type[Model], set[Any]]) -> None:
+    cache.invalidate_on_commit("customer", written[models.CustomerCredit])
 
 
 CUSTOMER_CREDIT_TYPES = frozenset({"CustomerCreated", "CreditReserved", "CreditReservationFailed", "CreditReleased", *ORDER_STATE_AFTER})
@@ -207,14 +352,23 @@ class Projection:
     name: str
     tables: tuple[type[Model], ...]
     types: frozenset[str]
-    project: Any  # Callable[[list[RecordedEvent], Target], None]
+    fold: Callable[[list[RecordedEvent], State], None]
+    invalidate: Callable[[dict[type[Model], set[Any]]], None]
+
+    def project(self, events: list[RecordedEvent], target: Target = LIVE) -> None:
+        """The live subscriber's handler: one batch, in the caller's transaction."""
+        state = State(self, target)
+        self.fold(events, state)
+        written = state.flush()
+        if target.live:
+            self.invalidate(written)
 
 
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
-        Projection("order_summary", (models.OrderSummary, models.CustomerName), ORDER_SUMMARY_TYPES, order_summary_project),
-        Projection("customer_credit", (models.CustomerCredit, models.CustomerOrderState), CUSTOMER_CREDIT_TYPES, customer_credit_project),
+        Projection("order_summary", (models.OrderSummary, models.CustomerName), ORDER_SUMMARY_TYPES, order_summary_fold, order_summary_invalidate),
+        Projection("customer_credit", (models.CustomerCredit, models.CustomerOrderState), CUSTOMER_CREDIT_TYPES, customer_credit_fold, customer_credit_invalidate),
     )
 }
 

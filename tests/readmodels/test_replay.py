@@ -65,9 +65,9 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped() -> None:
     relay_and_project()
     before = live_snapshot()
     projection = PROJECTIONS["order_summary"]
-    _, shadow = shadow_prepare(projection)
+    replay = shadow_prepare(projection)
     stop_at = LogEvent.objects.using("eventlog").order_by("position")[24].position
-    shadow_catch_up(shadow, batch_size=10, until=stop_at)  # ... and the process dies here
+    shadow_catch_up(replay, batch_size=10, until=stop_at)  # ... and the process dies here
     report = projection_rebuild("order_summary", batch_size=10)
     assert report.resumed_from == stop_at
     assert report.events == LogEvent.objects.using("eventlog").count() - 25
