@@ -9,7 +9,12 @@ cache, so both views of the cache stay interchangeable (``cache.clear()``, ``cac
 
 - :func:`get_many`: one ``MGET``;
 - :func:`window_hit`: ``SET NX EX`` + ``INCR`` of a rate-limit counter, one pipelined round trip;
-- :func:`incr_existing`: ``INCR`` of the keys that exist, one script call for any number of keys.
+- :func:`incr_existing`: ``INCR`` of the keys that exist, one script call for any number of keys;
+- :func:`read_ahead`: a request announces the keys it is going to read, and the first round
+  trip of that request (the rate limit's counter, which DRF checks before the view runs) fetches
+  them too. The view's :func:`get_many` of exactly those keys is then answered from that fetch,
+  once, without a round trip of its own. Those values were read before the view loads
+  anything, so whatever freshness argument holds for a fetch made in the view still holds.
 
 If the default cache is not Redis (another ``CACHE_URL``, the local-memory fallback), the same
 functions use Django's cache API: slower, same meaning. Errors are the caller's to handle.
@@ -17,7 +22,9 @@ functions use Django's cache API: slower, same meaning. Errors are the caller's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.cache import caches
@@ -55,8 +62,33 @@ def _redis() -> _Redis | None:
     return fast or None
 
 
+class _ReadAhead:
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.fetched = False
+        self.values: list[Any] | None = None  # fetched and not used yet
+
+
+_read_ahead: ContextVar[_ReadAhead | None] = ContextVar("fastcache_read_ahead", default=None)
+
+
+@contextmanager
+def read_ahead(keys: Sequence[str]) -> Iterator[None]:
+    """Within the block, the next :func:`window_hit` also fetches ``keys``, for the next
+    :func:`get_many` of the same keys. Nothing fetched ahead outlives the block."""
+    token = _read_ahead.set(_ReadAhead(list(keys)))
+    try:
+        yield
+    finally:
+        _read_ahead.reset(token)
+
+
 def get_many(keys: Sequence[str]) -> list[Any]:
     """The values of ``keys``, in order, ``None`` where a key is missing."""
+    ahead = _read_ahead.get()
+    if ahead is not None and ahead.values is not None and ahead.keys == list(keys):
+        values, ahead.values = ahead.values, None  # used once
+        return values
     fast = _redis()
     if fast is None:
         found = caches["default"].get_many(keys)
@@ -92,7 +124,15 @@ def window_hit(key: str, timeout: int) -> int:
     pipe = fast.client.pipeline(transaction=False)
     pipe.set(full_key, 0, ex=timeout, nx=True)
     pipe.incr(full_key)
-    return int(pipe.execute()[1])
+    ahead = _read_ahead.get()
+    if ahead is None or ahead.fetched:
+        return int(pipe.execute()[1])
+    pipe.mget([fast.make_key(k) for k in ahead.keys])
+    _, count, raw = pipe.execute()
+    loads = fast.loads
+    ahead.values = [None if r is None else loads(r) for r in raw]
+    ahead.fetched = True
+    return int(count)
 
 
 def incr_existing(keys: Sequence[str]) -> list[int | None]:

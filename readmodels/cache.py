@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from django.db import transaction
@@ -59,14 +60,27 @@ def _cache_down(exc: Exception) -> None:
     _unavailable_until = time.monotonic() + 5.0
 
 
+def _keys(kind: str, key: uuid.UUID | str | None, variant: str) -> list[str]:
+    """What one cached read fetches: the generation, the epoch and the stamped answer."""
+    return [_generation_key(kind, key), EPOCH_KEY, f"{PREFIX}{kind}:{key}:{variant}"]
+
+
+def read_ahead(kind: str, key: uuid.UUID | str | None, variant: str) -> AbstractContextManager[None]:
+    """Let the request's first round trip to the cache (the rate limit's) fetch what
+    :func:`cached` of the same ``(kind, key, variant)`` will read (config.fastcache.read_ahead)."""
+    if time.monotonic() < _unavailable_until:
+        return nullcontext()
+    return fastcache.read_ahead(_keys(kind, key, variant))
+
+
 def cached(kind: str, key: uuid.UUID | str | None, variant: str, load: Callable[[], T]) -> T:
     """``load()`` through the cache, under the current generation of ``(kind, key)``."""
     if time.monotonic() < _unavailable_until:
         return load()
-    generation_key = _generation_key(kind, key)
-    value_key = f"{PREFIX}{kind}:{key}:{variant}"
+    keys = _keys(kind, key, variant)
+    generation_key, _, value_key = keys
     try:
-        generation, epoch, stored = fastcache.get_many([generation_key, EPOCH_KEY, value_key])
+        generation, epoch, stored = fastcache.get_many(keys)
         if generation is None or epoch is None:
             generation, epoch = _start_namespaces([generation_key, EPOCH_KEY])
             stored = None

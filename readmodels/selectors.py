@@ -8,6 +8,7 @@ the projection to reach it, and answers what it has after that.
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +43,16 @@ def _read(kind: str, key: uuid.UUID, load: Any, min_version: int | None) -> dict
         )
         row = fresh or load(key)
     return row
+
+
+def order_summary_read_ahead(order_id: str) -> AbstractContextManager[None]:
+    """Around a request that will call :func:`order_summary_get`: its cache lookup then rides on
+    the request's first round trip to the cache (readmodels.cache.read_ahead)."""
+    try:
+        key = uuid.UUID(order_id)
+    except (TypeError, ValueError):
+        return nullcontext()
+    return cache.read_ahead("order", key, "row")
 
 
 def order_summary_get(*, order_id: uuid.UUID, min_version: int | None = None) -> dict[str, Any] | None:

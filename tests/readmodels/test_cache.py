@@ -86,6 +86,28 @@ def test_a_reader_that_loaded_before_the_update_cannot_cache_a_stale_answer() ->
     assert fresh is not None and fresh["state"] == "APPROVED"
 
 
+def test_the_same_race_with_the_read_fetched_ahead_by_the_throttle(backend: str) -> None:
+    """The request's first round trip (the rate limit's counter) fetched the cached answer;
+    the projection commits while the view loads: the next read is still fresh."""
+    order_id = pending_order()
+    order_approve(order_id=order_id, context=MessageContext())
+
+    def project_meanwhile(key: Any) -> dict[str, Any] | None:
+        row = selectors._order_row(key)
+        worker = threading.Thread(target=lambda: (relay_and_project(), connections.close_all()))
+        worker.start()
+        worker.join()
+        return row
+
+    with cache.read_ahead("order", order_id, "row"):
+        fastcache.window_hit(f"throttle:test:{uuid.uuid4()}", timeout=5)  # fetches ahead on Redis
+        assert fastcache._read_ahead.get().fetched == (backend == "redis")  # type: ignore[union-attr]
+        first = cache.cached("order", order_id, "row", lambda: project_meanwhile(order_id))  # a miss
+        assert first is not None and first["state"] == "PENDING"  # loaded before the commit
+    fresh = selectors.order_summary_get(order_id=order_id)
+    assert fresh is not None and fresh["state"] == "APPROVED"
+
+
 def test_a_replay_swap_invalidates_every_cached_answer() -> None:
     order_id = pending_order()
     assert selectors.order_summary_get(order_id=order_id) is not None
