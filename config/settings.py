@@ -210,7 +210,7 @@ else:
 RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=1000)
 SUBSCRIPTION_BATCH_SIZE = env.int("SUBSCRIPTION_BATCH_SIZE", default=1000)
 # Relay and subscriber wake-ups: at most one per this window, across every process (eventlog.messaging).
-WAKE_COALESCE_SECONDS = env.float("WAKE_COALESCE_SECONDS", default=0.1)
+WAKE_COALESCE_SECONDS = env.float("WAKE_COALESCE_SECONDS", default=0.25)
 
 # --- Read side ----------------------------------------------------------------------------
 #: How long a read with ?min_version= waits for the projection to catch up.

@@ -77,7 +77,7 @@ WakeUp = tuple[str, tuple[Any, ...], str | None]
 def _window() -> float:
     from django.conf import settings
 
-    return float(getattr(settings, "WAKE_COALESCE_SECONDS", 0.1))
+    return float(getattr(settings, "WAKE_COALESCE_SECONDS", 0.25))
 
 
 class _Windows:

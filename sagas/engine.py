@@ -95,7 +95,16 @@ def _save(saga: SagaInstance, **changes: Any) -> None:
     saga.updated_at = timezone.now()
     if saga.state not in (SagaState.RUNNING, SagaState.COMPENSATING) and saga.ended_at is None:
         saga.ended_at = saga.updated_at
-    saga.save(using=ALIAS)
+    saga.save(using=ALIAS, update_fields=SAGA_MUTABLE)
+
+
+#: What a transition may change; the rest of a row is written once, when it is created.
+SAGA_MUTABLE = ("state", "version", "updated_at", "ended_at", "last_error", "data")
+STEP_MUTABLE = ("status", "attempts", "due_at", "ended_at", "error", "reply", "command_id")
+
+
+def _save_step(step: SagaStep) -> None:
+    step.save(using=ALIAS, update_fields=STEP_MUTABLE)
 
 
 def _send(saga: SagaInstance, step: SagaStep) -> None:
@@ -218,14 +227,14 @@ def _technical_failure(saga: SagaInstance, step: SagaStep, error: str) -> None:
     if step.attempts < policy.max_attempts:
         step.status = StepStatus.RETRY_WAIT
         step.due_at = timezone.now() + _scaled(policy.delay(step.attempts))
-        step.save(using=ALIAS)
+        _save_step(step)
         _log(saga, "retry_wait", f"attempt {step.attempts} failed: {error}", step=step)
         _save(saga)
         return
     step.status = StepStatus.FAILED
     step.due_at = None
     step.ended_at = timezone.now()
-    step.save(using=ALIAS)
+    _save_step(step)
     _log(saga, "gave_up", f"after {step.attempts} attempts: {error}", step=step)
     if step.kind == StepKind.FORWARD:
         saga.last_error = f"{step.name}: {error}"[:2000]
@@ -265,7 +274,7 @@ def saga_reply_handle(reply: dict[str, Any]) -> str:
         step.due_at = None
         if outcome == OK:
             step.status = StepStatus.SUCCEEDED
-            step.save(using=ALIAS)
+            _save_step(step)
             _log(saga, "succeeded", step=step)
             if step.kind == StepKind.FORWARD:
                 _forward_done(saga, step)
@@ -275,7 +284,7 @@ def saga_reply_handle(reply: dict[str, Any]) -> str:
         if outcome == REFUSED:
             step.status = StepStatus.REFUSED
             step.error = reply.get("error") or reply.get("reason") or "refused"
-            step.save(using=ALIAS)
+            _save_step(step)
             _log(saga, "refused", f"{reply.get('reason')}: {reply.get('error')}", step=step)
             if step.kind == StepKind.COMPENSATION:
                 _save(saga, state=SagaState.FAILED, last_error=f"compensation {step.name} refused: {step.error}")
@@ -311,7 +320,7 @@ def saga_step_due(step_id: int) -> str:
         step.status = StepStatus.WAITING
         step.attempts += 1
         step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
-        step.save(using=ALIAS)
+        _save_step(step)
         _log(saga, "sent", f"{step.command} attempt {step.attempts} (same command id)", step=step)
         _send(saga, step)
         _save(saga)
@@ -355,7 +364,7 @@ def saga_retry(saga_id: uuid.UUID) -> SagaInstance:
         step.attempts = 1
         step.ended_at = None
         step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
-        step.save(using=ALIAS)
+        _save_step(step)
         _save(saga, state=SagaState.COMPENSATING, ended_at=None)
         _log(saga, "operator_retry", f"{step.command} attempt 1 (same command id)", step=step)
         _send(saga, step)

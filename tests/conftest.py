@@ -56,6 +56,9 @@ def broker_url() -> Iterator[str]:
         stack.wait_ready(["broker"], timeout=20)
         assert url == settings.CELERY_BROKER_URL
     yield url
+    from eventlog.messaging import flush_wake_ups
+
+    flush_wake_ups()  # wake-ups still waiting for their window go out while the broker is up
     if stack is not None:
         stack.stop()
 
