@@ -44,6 +44,41 @@ def database_url(alias: str) -> str:
     return f"postgres://{auth}{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+#: The session's embedded broker (when no CELERY_BROKER_URL is given), for ``restart_broker``.
+_embedded: dict[str, Stack] = {}
+
+
+def restart_broker(*, down_for: float = 1.0) -> None:
+    """Stop the session's broker, wait ``down_for`` seconds, start it again on the same address.
+
+    The PostgreSQL + Redis tier restarts its Redis (``scripts/services.sh restart-redis``),
+    which keeps nothing: every queued message is lost. The embedded broker keeps an
+    append-only file, as ``make run`` runs it.
+    """
+    import subprocess
+
+    if "stack" in _embedded:
+        stack = _embedded["stack"]
+        stack.processes["broker"].stop()
+        time.sleep(down_for)
+        stack.start_embedded_broker()
+        stack.wait_ready(["broker"], timeout=20)
+        return
+    services = os.environ.get("SERVICES_DIR")
+    assert services, "the PostgreSQL + Redis tier sets SERVICES_DIR (scripts/test-pg.sh)"
+    subprocess.run(["bash", "scripts/services.sh", "restart-redis", services], check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def restart_postgres() -> None:
+    """``scripts/services.sh restart-pg``: every connection breaks, the server is down a moment."""
+    import subprocess
+
+    services = os.environ.get("SERVICES_DIR")
+    assert services, "the PostgreSQL + Redis tier sets SERVICES_DIR (scripts/test-pg.sh)"
+    subprocess.run(["bash", "scripts/services.sh", "restart-pg", services], check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
+    connections.close_all()  # this process's connections are broken too
+
+
 @pytest.fixture(scope="session", autouse=True)
 def broker_url() -> Iterator[str]:
     """One real broker for the whole session, so every on-commit send really goes out."""
@@ -55,6 +90,7 @@ def broker_url() -> Iterator[str]:
         url = stack.start_embedded_broker()
         stack.wait_ready(["broker"], timeout=20)
         assert url == settings.CELERY_BROKER_URL
+        _embedded["stack"] = stack
     yield url
     from eventlog.messaging import flush_wake_ups
 
