@@ -26,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.apps.registry import Apps
 from django.db import connections, models, transaction
 
+from eventlog.domain import RecordedEvent
 from eventlog.selectors import log_head, log_scan
 from eventlog.subscriptions import Subscriber, subscribers_advance_batch
 from readmodels import cache
@@ -95,7 +97,7 @@ class Replay:
         self.resumed_from = self.position
         self.subscriber = Subscriber(name=self.name, alias=ALIAS, queue="readmodels", checkpoint_model=ProjectionCheckpoint, handle=self.apply, types=self.projection.types)
 
-    def apply(self, events: list) -> None:  # type: ignore[type-arg]
+    def apply(self, events: list[RecordedEvent]) -> None:
         self.projection.fold(events, self.state)
         self.state.flush()
         if self.state.size() > self.rows_in_memory:
@@ -162,7 +164,45 @@ def _bulk_allocation() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _advance(replays: Sequence[Replay], *, batch_size: int, until: int) -> int:
+class _ReadAhead:
+    """``log_scan`` that reads the next batch in a thread of its own while the current one is
+    folded and written: the replay waits on the databases for about a third of its time (the
+    writes, the commits, the swap), and the reading, which holds the GIL for much of its work,
+    fits in those waits. The thread has its own database connection. A read is used only if its
+    arguments are exactly the next call's; otherwise it is dropped and the read runs here.
+    Positions become visible in order (``eventlog.relay.log_append``), so reading early returns
+    a prefix of what reading later would, never a batch with a hole in it."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
+        self.ahead: tuple[tuple[int, int, int | None], Future[list[RecordedEvent]]] | None = None
+
+    def __call__(self, *, after: int, limit: int, until: int | None = None) -> list[RecordedEvent]:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] == (after, limit, until):
+            events = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].result()  # one read at a time (and its errors are not lost)
+            events = log_scan(after=after, limit=limit, until=until)
+        if len(events) == limit and (until is None or events[-1].position < until):  # type: ignore[operator]
+            following = (events[-1].position, limit, until)
+            self.ahead = (following, self.executor.submit(_scan, *following))  # type: ignore[arg-type]
+        return events
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            with contextlib.suppress(Exception):
+                self.ahead[1].result()
+        self.executor.submit(connections.close_all).result()  # the thread's own connections
+        self.executor.shutdown()
+
+
+def _scan(after: int, limit: int, until: int | None) -> list[RecordedEvent]:
+    return log_scan(after=after, limit=limit, until=until)
+
+
+def _advance(replays: Sequence[Replay], *, batch_size: int, until: int, read: Callable[..., list[RecordedEvent]] = log_scan) -> int:
     """One batch for every replay, in one transaction; returns the events read."""
     with transaction.atomic(using=ALIAS):
         # Lock the checkpoints first, to check that each state in memory is still valid; the
@@ -171,7 +211,7 @@ def _advance(replays: Sequence[Replay], *, batch_size: int, until: int) -> int:
         positions = dict(ProjectionCheckpoint.objects.using(ALIAS).select_for_update().filter(subscriber__in=names).order_by("subscriber").values_list("subscriber", "position"))
         for replay in replays:
             replay.locked_at(positions.get(replay.name, 0))
-        last, consumed = subscribers_advance_batch([r.subscriber for r in replays], batch_size=batch_size, until=until, read=log_scan)
+        last, consumed = subscribers_advance_batch([r.subscriber for r in replays], batch_size=batch_size, until=until, read=read)
         for replay, count in zip(replays, consumed, strict=True):
             if count:
                 replay.position = last
@@ -185,14 +225,18 @@ def shadow_catch_up(replays: Replay | Sequence[Replay], *, batch_size: int = DEF
     group = sorted([replays] if isinstance(replays, Replay) else replays, key=lambda r: r.name)
     head = log_head() if until is None else until
     consumed = 0
-    with _bulk_allocation():
-        while min(r.position for r in group) < head:
-            count = _advance(group, batch_size=batch_size, until=head)
-            if count == 0:
-                break
-            consumed += count
-            if progress:
-                progress(min(r.position for r in group), head)
+    read = _ReadAhead()
+    try:
+        with _bulk_allocation():
+            while min(r.position for r in group) < head:
+                count = _advance(group, batch_size=batch_size, until=head, read=read)
+                if count == 0:
+                    break
+                consumed += count
+                if progress:
+                    progress(min(r.position for r in group), head)
+    finally:
+        read.close()
     return consumed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from typing import Any
 
@@ -14,7 +15,7 @@ from eventlog.models import LogEvent
 from eventlog.subscriptions import subscriber_advance
 from readmodels.models import CustomerCredit, CustomerOrderState, OrderSummary, ProjectionCheckpoint
 from readmodels.projections import ALIAS, PROJECTIONS, subscriber_name
-from readmodels.rebuild import SHADOW_SUFFIX, projection_rebuild, shadow_catch_up, shadow_prepare
+from readmodels.rebuild import SHADOW_SUFFIX, projection_rebuild, projections_rebuild, shadow_catch_up, shadow_prepare
 from tests.readmodels.helpers import make_history, relay_and_project
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -124,4 +125,51 @@ def test_live_projection_and_swap_do_not_double_apply() -> None:
         assert subscriber_advance(subscriber_name(PROJECTIONS[name])) == 0
     before = live_snapshot()
     projection_rebuild("customer_credit", fresh=True)
+    assert live_snapshot() == before
+
+
+def test_one_pass_rebuilds_every_projection_from_its_own_checkpoint() -> None:
+    """All projections are folded in one pass over the log; one whose rebuild was interrupted
+    further along gets only the events after its own checkpoint."""
+    make_history()
+    relay_and_project()
+    before = live_snapshot()
+    positions = list(LogEvent.objects.using("eventlog").order_by("position").values_list("position", flat=True))
+    shadow_catch_up(shadow_prepare(PROJECTIONS["customer_credit"]), batch_size=4, until=positions[29])  # ... and the process dies
+    reports = {r.projection: r for r in projections_rebuild(list(PROJECTIONS), batch_size=6)}
+    assert reports["customer_credit"].resumed_from == positions[29] and reports["order_summary"].resumed_from == 0
+    assert reports["customer_credit"].events == len(positions) - 30 and reports["order_summary"].events == len(positions)
+    assert reports["customer_credit"].position == reports["order_summary"].position == positions[-1]
+    assert live_snapshot() == before
+
+
+def test_a_rebuild_whose_checkpoint_another_process_moved_drops_its_rows_in_memory() -> None:
+    """Rows kept in memory between batches are valid only while the checkpoint stands where
+    this rebuild left it: another run of the same rebuild moved it, so they are read again."""
+    make_history()
+    relay_and_project()
+    before = live_snapshot()
+    positions = list(LogEvent.objects.using("eventlog").order_by("position").values_list("position", flat=True))
+    mine = [shadow_prepare(p) for p in PROJECTIONS.values()]
+    shadow_catch_up(mine, batch_size=5, until=positions[20])
+    assert all(rows.complete for replay in mine for rows in replay.state.tables.values())
+    other = [shadow_prepare(p) for p in PROJECTIONS.values()]  # resumes the same shadows
+    shadow_catch_up(other, batch_size=5, until=positions[40])
+    shadow_catch_up(mine, batch_size=5)
+    assert not any(rows.complete for replay in mine for rows in replay.state.tables.values())
+    reports = projections_rebuild(list(PROJECTIONS))
+    assert all(r.resumed_from == positions[-1] and r.events == 0 for r in reports)
+    assert live_snapshot() == before
+
+
+def test_the_command_rebuilds_in_one_pass_and_reports_the_rate() -> None:
+    make_history(customers=1, orders=3)
+    relay_and_project()
+    before = live_snapshot()
+    out = io.StringIO()
+    call_command("replay_events", "--batch-size", "4", stdout=out, stderr=io.StringIO())
+    text = out.getvalue()
+    assert "order_summary, customer_credit from the event log in one pass" in text
+    head = LogEvent.objects.using("eventlog").count()
+    assert f"{head} events in" in text and "events/s" in text
     assert live_snapshot() == before
