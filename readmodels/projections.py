@@ -330,10 +330,13 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
 
     customers.load(customer_ids())
 
-    def count(customer_id: uuid.UUID, state_name: str, delta: int) -> None:
+    def count(customer_id: uuid.UUID, old_state: str | None, new_state: str) -> None:
+        """An order of this customer moved from ``old_state`` (None: a new order) to ``new_state``."""
         customer = customers.get(customer_id)
         if customer is not None:
-            customer[COUNTER_FOR_STATE[state_name]] += delta
+            if old_state is not None:
+                customer[COUNTER_FOR_STATE[old_state]] -= 1
+            customer[COUNTER_FOR_STATE[new_state]] += 1
             customers.touch(customer)
 
     for event in events:
@@ -370,14 +373,13 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
             if order_states.get(event.stream_id) is None:
                 customer_id = _uuid(event.data["customer_id"])
                 order_states.add({"order_id": event.stream_id, "customer_id": customer_id, "state": "PENDING"})
-                count(customer_id, "PENDING", +1)
+                count(customer_id, None, "PENDING")
         elif kind in ORDER_STATE_AFTER:
             order_state = order_states.get(event.stream_id)
             if order_state is None:
                 continue
             new_state = ORDER_STATE_AFTER[kind]
-            count(order_state["customer_id"], order_state["state"], -1)
-            count(order_state["customer_id"], new_state, +1)
+            count(order_state["customer_id"], order_state["state"], new_state)
             order_state["state"] = new_state
             order_states.touch(order_state)
 
