@@ -1,7 +1,8 @@
 """Invariant of the read side: each read model equals a fresh replay of the log.
 
-The replay is built into ``__verify`` shadow tables up to the live projection's position, then
-compared row by row while the live checkpoint is locked, so both sides stand at one position.
+The replay is built into ``__verify`` shadow tables (one pass over the log for every
+projection) up to each live projection's position, then compared row by row while that live
+checkpoint is locked, so both sides stand at one position.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def _rows(model: type[Model]) -> dict[Any, tuple[Any, ...]]:
 def readmodels_replay_check(*, batch_size: int = DEFAULT_BATCH_SIZE) -> CheckResult:
     violations: list[Violation] = []
     checked = 0
-    for projection in PROJECTIONS.values():
-        live_name = subscriber_name(projection)
-        replay = shadow_prepare(projection, suffix=SUFFIX, fresh=True)
-        try:
-            shadow_catch_up(replay, batch_size=batch_size, until=subscriber_position(subscriber_get(live_name)))
+    projections = list(PROJECTIONS.values())
+    try:
+        replays = [shadow_prepare(projection, suffix=SUFFIX, fresh=True) for projection in projections]
+        # One pass for all of them up to the slowest live projection, then each on its own.
+        shadow_catch_up(replays, batch_size=batch_size, until=min(subscriber_position(subscriber_get(subscriber_name(p))) for p in projections))
+        for projection, replay in zip(projections, replays, strict=True):
+            live_name = subscriber_name(projection)
             with transaction.atomic(using=ALIAS):
                 live_checkpoint = ProjectionCheckpoint.objects.using(ALIAS).select_for_update().filter(subscriber=live_name).first()
                 position = live_checkpoint.position if live_checkpoint else 0
@@ -48,6 +51,7 @@ def readmodels_replay_check(*, batch_size: int = DEFAULT_BATCH_SIZE) -> CheckRes
                     for label, keys in (("missing rows", missing), ("rows a replay would not have", extra), ("rows that differ from a replay", changed)):
                         if keys:
                             violations.append(Violation("read model = replay", subject, f"{len(keys)} {label}, e.g. {', '.join(keys[:EXAMPLES])}"))
-        finally:
+    finally:
+        for projection in projections:
             shadow_drop(projection, suffix=SUFFIX)
     return CheckResult(name="read models equal a fresh replay of the log", checked=checked, violations=violations)
