@@ -37,7 +37,7 @@ from eventlog.selectors import log_head, log_scan
 from eventlog.subscriptions import Subscriber, subscribers_advance_batch
 from readmodels import cache
 from readmodels.models import ProjectionCheckpoint
-from readmodels.projections import ALIAS, LIVE, PROJECTIONS, Projection, State, Target, subscriber_name
+from readmodels.projections import ALIAS, PROJECTIONS, Projection, State, Target, subscriber_name
 
 SHADOW_SUFFIX = "__rebuild"
 DEFAULT_BATCH_SIZE = 20_000
@@ -306,4 +306,4 @@ def _rebuild_in_place(projections: list[Projection], *, batch_size: int, progres
     ]
 
 
-__all__ = ["LIVE", "SHADOW_SUFFIX", "RebuildReport", "Replay", "projection_rebuild", "projections_rebuild", "shadow_catch_up", "shadow_drop", "shadow_prepare"]
+__all__ = ["DEFAULT_BATCH_SIZE", "SHADOW_SUFFIX", "RebuildReport", "Replay", "projection_rebuild", "projections_rebuild", "shadow_catch_up", "shadow_drop", "shadow_prepare"]
