@@ -33,7 +33,7 @@ from django.apps.registry import Apps
 from django.db import connections, models, transaction
 
 from eventlog.domain import RecordedEvent
-from eventlog.selectors import log_head, log_scan
+from eventlog.selectors import EVENTLOG_ALIAS, log_head, log_scan
 from eventlog.subscriptions import Subscriber, subscribers_advance_batch
 from readmodels import cache
 from readmodels.models import ProjectionCheckpoint
@@ -185,7 +185,9 @@ class _ReadAhead:
             if ahead is not None:
                 ahead[1].result()  # one read at a time (and its errors are not lost)
             events = log_scan(after=after, limit=limit, until=until)
-        if len(events) == limit and (until is None or events[-1].position < until):  # type: ignore[operator]
+        # Not inside a transaction of the log's database: the thread's connection would not
+        # see what that transaction wrote, nor read from its snapshot.
+        if len(events) == limit and (until is None or events[-1].position < until) and not connections[EVENTLOG_ALIAS].in_atomic_block:  # type: ignore[operator]
             following = (events[-1].position, limit, until)
             self.ahead = (following, self.executor.submit(_scan, *following))  # type: ignore[arg-type]
         return events

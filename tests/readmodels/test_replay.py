@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model
 
 from eventlog.models import LogEvent
@@ -173,3 +173,16 @@ def test_the_command_rebuilds_in_one_pass_and_reports_the_rate() -> None:
     head = LogEvent.objects.using("eventlog").count()
     assert f"{head} events in" in text and "events/s" in text
     assert live_snapshot() == before
+
+
+def test_a_rebuild_inside_a_transaction_of_the_log_reads_what_it_wrote() -> None:
+    """The next batch is read ahead on another connection only outside a transaction of the
+    log's database: inside one, that connection would not see the transaction's events."""
+    make_history(customers=1, orders=4)
+    with transaction.atomic(using="eventlog"):
+        relay_and_project()  # the log's new events are not committed yet
+        before = live_snapshot()
+        head = LogEvent.objects.using("eventlog").count()
+        reports = projections_rebuild(list(PROJECTIONS), batch_size=3)
+        assert [r.events for r in reports] == [head, head]
+        assert live_snapshot() == before
