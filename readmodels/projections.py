@@ -184,7 +184,7 @@ class Rows:
     the UUID itself: ``UUID.__hash__`` is Python code, and it was a tenth of a replay.
     """
 
-    def __init__(self, model: type[Model], *, complete: bool = False) -> None:
+    def __init__(self, model: type[Model], *, complete: bool = False, indexed: str | None = None) -> None:
         meta = model._meta
         assert meta.pk is not None
         self.model = model
@@ -195,6 +195,14 @@ class Rows:
         self.rows: dict[Any, Row] = {}
         self.new: dict[Any, None] = {}  # an ordered set of keys: rows to insert
         self.dirty: set[Any] = set()  # keys of the rows to write (inserted or replaced)
+        #: A column whose value never changes (a UUID), to find rows by it: ``where``.
+        self.indexed = indexed
+        self.index: dict[int, list[Any]] = {}
+
+    def _remember(self, key: Any, row: Row) -> None:
+        self.rows[key] = row
+        if self.indexed is not None:
+            self.index.setdefault(row[self.indexed].int, []).append(key)
 
     def load(self, ids: Iterable[Any]) -> None:
         """Read the rows with these primary keys that are not in memory yet (lazily: ``ids``
@@ -203,18 +211,32 @@ class Rows:
             return
         key, rows = self.key, self.rows
         missing = list({pk for pk in ids if key(pk) not in rows})
+        self._read("pk__in", missing)
+
+    def load_where(self, values: Iterable[uuid.UUID]) -> None:
+        """Read the rows whose indexed column has one of these values (nothing if complete)."""
+        if not self.complete:
+            self._read(f"{self.indexed}__in", list(set(values)))
+
+    def _read(self, lookup: str, values: list[Any]) -> None:
+        key, rows = self.key, self.rows
         manager = self.model._default_manager.using(ALIAS)
         index = self.columns.index(self.pk)
-        for start in range(0, len(missing), LOAD_CHUNK):
-            for values in manager.filter(pk__in=missing[start : start + LOAD_CHUNK]).values_list(*self.columns):
-                rows[key(values[index])] = dict(zip(self.columns, values, strict=True))
+        for start in range(0, len(values), LOAD_CHUNK):
+            for found in manager.filter(**{lookup: values[start : start + LOAD_CHUNK]}).values_list(*self.columns):
+                if key(found[index]) not in rows:
+                    self._remember(key(found[index]), dict(zip(self.columns, found, strict=True)))
+
+    def where(self, value: uuid.UUID) -> list[Row]:
+        """The rows in memory whose indexed column is ``value`` (all of them, after ``load_where``)."""
+        return [self.rows[key] for key in self.index.get(value.int, ())]
 
     def get(self, pk: Any) -> Row | None:
         return self.rows.get(self.key(pk))
 
     def add(self, row: Row) -> None:
         key = self.key(row[self.pk])
-        self.rows[key] = row
+        self._remember(key, row)
         self.new[key] = None
         self.dirty.add(key)
 
@@ -235,14 +257,14 @@ class Rows:
 
     def forget(self) -> None:
         """Drop every row from memory (they are read again on demand)."""
-        self.rows, self.new, self.dirty, self.complete = {}, {}, set(), False
+        self.rows, self.new, self.dirty, self.complete, self.index = {}, {}, set(), False, {}
 
 
 class State:
     """A projection's tables in memory, keyed by the live model (the rows may live in shadows)."""
 
     def __init__(self, projection: Projection, target: Target = LIVE, *, complete: bool = False) -> None:
-        self.tables = {model: Rows(target.table(model), complete=complete) for model in projection.tables}
+        self.tables = {model: Rows(target.table(model), complete=complete, indexed=projection.indexed.get(model)) for model in projection.tables}
 
     def __getitem__(self, model: type[Model]) -> Rows:
         return self.tables[model]
@@ -263,15 +285,24 @@ class State:
 
 def order_summary_fold(events: list[RecordedEvent], state: State) -> None:
     """One row per order. The customer's name comes from CustomerCreated events, remembered in
-    the projection's own small name table, so this projection depends on no other."""
+    the projection's own small name table, so this projection depends on no other.
+
+    The two outboxes are relayed independently, so an order can reach the log before its
+    customer does: it is written without a name, and its customer's CustomerCreated fills
+    the name in (``early_orders``)."""
     orders, names = state[models.OrderSummary], state[models.CustomerName]
     orders.load(e.stream_id for e in events if e.stream_type == "Order")
     names.load(e.stream_id if e.type == "CustomerCreated" else _uuid(e.data["customer_id"]) for e in events if e.type in ("CustomerCreated", "OrderCreated"))
+    orders.load_where(_created_customers(events))
     for event in events:
         kind = event.type
         if kind == "CustomerCreated":
             if names.get(event.stream_id) is None:
                 names.add({"id": event.stream_id, "name": event.data["name"]})
+                for order in orders.where(event.stream_id):  # early_orders
+                    if order["customer_name"] is None:
+                        order["customer_name"] = event.data["name"]
+                        orders.touch(order)
             continue
         order = orders.get(event.stream_id)
         if kind == "OrderCreated":
@@ -305,6 +336,10 @@ def order_summary_fold(events: list[RecordedEvent], state: State) -> None:
         orders.touch(order)
 
 
+def _created_customers(events: list[RecordedEvent]) -> list[uuid.UUID]:
+    return [e.stream_id for e in events if e.type == "CustomerCreated"]
+
+
 def order_summary_invalidate(written: dict[type[Model], list[Any]]) -> None:
     orders = written[models.OrderSummary]
     cache.invalidate_on_commit("order", orders)
@@ -329,6 +364,7 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
                 yield order_state["customer_id"]
 
     customers.load(customer_ids())
+    order_states.load_where(_created_customers(events))
 
     def count(customer_id: uuid.UUID, old_state: str | None, new_state: str) -> None:
         """An order of this customer moved from ``old_state`` (None: a new order) to ``new_state``."""
@@ -346,6 +382,10 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
             if kind == "CustomerCreated":
                 if customer is None:
                     limit = Decimal(event.data["credit_limit"])
+                    # Orders that reached the log before their customer are counted now.
+                    counters = dict.fromkeys(COUNTER_FOR_STATE.values(), 0)
+                    for order_state in order_states.where(event.stream_id):
+                        counters[COUNTER_FOR_STATE[order_state["state"]]] += 1
                     customers.add(
                         {
                             "id": event.stream_id,
@@ -353,7 +393,7 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
                             "credit_limit": limit,
                             "credit_reserved": Decimal("0.00"),
                             "available_credit": limit,
-                            **dict.fromkeys(COUNTER_FOR_STATE.values(), 0),
+                            **counters,
                             "version": event.version,
                             "updated_at": event.occurred_at,
                         }
@@ -400,6 +440,8 @@ class Projection:
     types: frozenset[str]
     fold: Callable[[list[RecordedEvent], State], None]
     invalidate: Callable[[dict[type[Model], list[Any]]], None]
+    #: Per table, the column its fold looks rows up by (``Rows.where``).
+    indexed: dict[type[Model], str] = field(default_factory=dict)
 
     def project(self, events: list[RecordedEvent], target: Target = LIVE) -> None:
         """The live subscriber's handler: one batch, in the caller's transaction."""
@@ -413,8 +455,14 @@ class Projection:
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
-        Projection("order_summary", (models.OrderSummary, models.CustomerName), ORDER_SUMMARY_TYPES, order_summary_fold, order_summary_invalidate),
-        Projection("customer_credit", (models.CustomerCredit, models.CustomerOrderState), CUSTOMER_CREDIT_TYPES, customer_credit_fold, customer_credit_invalidate),
+        Projection(
+            "order_summary", (models.OrderSummary, models.CustomerName), ORDER_SUMMARY_TYPES, order_summary_fold, order_summary_invalidate,
+            indexed={models.OrderSummary: "customer_id"},
+        ),
+        Projection(
+            "customer_credit", (models.CustomerCredit, models.CustomerOrderState), CUSTOMER_CREDIT_TYPES, customer_credit_fold, customer_credit_invalidate,
+            indexed={models.CustomerOrderState: "customer_id"},
+        ),
     )
 }
 
