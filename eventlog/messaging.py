@@ -115,9 +115,17 @@ class _Windows:
 
 
 class _Notifier:
-    """Sends coalesced wake-ups from a daemon thread; one per process, restarted after fork."""
+    """Sends coalesced wake-ups from a daemon thread; one per process.
+
+    A forked child (a prefork pool process, a gunicorn worker) starts afresh (``reset``, run
+    by ``os.register_at_fork``): nothing of its parent's pending wake-ups, thread, or a lock
+    that thread held at the fork.
+    """
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._pending: dict[WakeUp, None] = {}
         #: Wake-ups that found their window taken: when to try again, and whether a commit
         #: came after the last attempt (then a taken window on retry is not yet proof of cover).
@@ -128,16 +136,12 @@ class _Notifier:
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
-        self._pid = 0
 
     def request(self, wake_up: WakeUp) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # a forked child starts with nothing of its parent's
-                self._pending, self._deferred, self._thread = {}, {}, None
             self._pending[wake_up] = None
             self._idle.clear()
             if self._thread is None or not self._thread.is_alive():
-                self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="wake-up-notifier", daemon=True)
                 self._thread.start()
         self._wanted.set()
@@ -185,6 +189,7 @@ class _Notifier:
 
 _notifier = _Notifier()
 atexit.register(_notifier.flush, 2.0)
+os.register_at_fork(after_in_child=_notifier.reset)
 
 
 def wake_on_commit(name: str, *, using: str, args: tuple[Any, ...] = (), queue: str | None = None) -> None:

@@ -64,3 +64,17 @@ def test_the_sweep_wakes_a_lagging_subscriber_even_while_a_wake_up_counts_as_pen
     sweep()
     for subscriber in subscribers():
         assert queued(subscriber.queue) >= 1, subscriber.name
+
+
+def test_a_forked_child_starts_with_a_notifier_of_its_own() -> None:
+    """A prefork pool process or a gunicorn worker must not inherit a lock held at the fork."""
+    import os
+
+    from eventlog import messaging
+
+    with messaging._notifier._lock:  # the parent's notifier is busy at the moment of the fork
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through its exit status
+            os._exit(0 if messaging._notifier._lock.acquire(timeout=2) and not messaging._notifier._deferred else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
