@@ -8,6 +8,7 @@ the projection to reach it, and answers what it has after that.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -100,6 +101,17 @@ def projection_status() -> list[dict[str, Any]]:
     return status
 
 
-def order_summary_fresh(*, order_id: uuid.UUID) -> dict[str, Any] | None:
-    """The table itself, past the cache: for a command's pre-check (the cancel's 409)."""
-    return _order_row(order_id)
+def order_summary_fresh(*, order_id: uuid.UUID, until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
+    """The table itself, past the cache: for a command's pre-check (the cancel's 409).
+
+    With ``until``, wait (up to ``READ_YOUR_WRITES_WAIT_SECONDS``) for a row that satisfies it,
+    and answer what the table has after that.
+    """
+    if until is None:
+        return _order_row(order_id)
+
+    def probe() -> dict[str, Any] | None:
+        row = _order_row(order_id)
+        return row if row is not None and until(row) else None
+
+    return cache.wait_for(probe, timeout=settings.READ_YOUR_WRITES_WAIT_SECONDS) or _order_row(order_id)

@@ -29,6 +29,8 @@ from sagas.models import IdempotencyRecord, SagaState
 
 MODES = ("orchestration", "choreography", "2pc")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Order states that are semantic locks: a saga is (or was just) working on the order.
+LOCKED_STATES = ("PENDING", "CANCEL_PENDING")
 
 
 class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -139,6 +141,10 @@ class OrderCancelApi(APIView):
         # A pre-check on the read model for a clear 409; the authoritative semantic lock is the
         # saga's first step, which the Order aggregate refuses unless the order is APPROVED.
         order = order_summary_fresh(order_id=order_uuid)
+        if (order is None or order["state"] in LOCKED_STATES) and selectors.saga_ended_for(subject_id=order_uuid):
+            # The read model lags behind a saga that has just ended (a client that saw its saga
+            # COMPLETED and cancels at once): wait briefly for it instead of a wrong 404 or 409.
+            order = order_summary_fresh(order_id=order_uuid, until=lambda row: row["state"] not in LOCKED_STATES)
         if order is None:
             raise NotFound("Order not found.", {"order_id": str(order_uuid)})
         if order["state"] != "APPROVED":

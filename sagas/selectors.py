@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Prefetch
 
 from sagas.engine import ALIAS
-from sagas.models import SagaInstance, SagaStep
+from sagas.models import ACTIVE_STATES, SagaInstance, SagaStep
 
 STEP_FIELDS = ("name", "kind", "status", "attempts", "started_at", "ended_at", "error")
 
@@ -38,3 +38,9 @@ def saga_list(*, state: str | None, saga_type: str | None, offset: int, limit: i
         queryset = queryset.filter(type=saga_type)
     page = _with_steps(queryset.order_by("-created_at", "id"))[offset : offset + limit]
     return queryset.count(), [_as_dict(saga) for saga in page]
+
+
+def saga_ended_for(*, subject_id: uuid.UUID) -> bool:
+    """Some saga ran for this subject and none is running now."""
+    states = set(SagaInstance.objects.using(ALIAS).filter(subject_id=subject_id).values_list("state", flat=True))
+    return bool(states) and not states & {s.value for s in ACTIVE_STATES}
