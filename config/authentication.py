@@ -24,8 +24,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save
+from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
+
+from config.throttling import count_refused_credentials
 
 #: token key -> (expires at, per time.monotonic(), user, token)
 _remembered: dict[str, tuple[float, Any, Any]] = {}
@@ -33,7 +36,18 @@ MAX_REMEMBERED = 10_000
 
 
 class CachedTokenAuthentication(TokenAuthentication):
-    """``Authorization: Token <key>``, as DRF's, with valid tokens remembered for a few seconds."""
+    """``Authorization: Token <key>``, as DRF's, with valid tokens remembered for a few seconds.
+
+    A refused token counts against the caller's anonymous rate limit, so guessing tokens is
+    answered 429 past it, like any other anonymous call.
+    """
+
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            count_refused_credentials(request)
+            raise
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         ttl = settings.API_TOKEN_CACHE_SECONDS

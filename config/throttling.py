@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from rest_framework import exceptions, permissions
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
@@ -68,8 +69,39 @@ class AnonRateThrottle(FixedWindowThrottle):
         return None if request.user and request.user.is_authenticated else self.get_ident(request)
 
 
+class RefusedCredentialsThrottle(AnonRateThrottle):
+    """The anon counter of an address, for a call whose credentials were refused (no user yet)."""
+
+    def identity(self, request: Any) -> str | None:
+        return self.get_ident(request)
+
+
+def count_refused_credentials(request: Any) -> None:
+    """Count a call with bad credentials at the anon rate; 429 instead of 401 past it."""
+    throttle = RefusedCredentialsThrottle()
+    if not throttle.allow_request(request, None):
+        raise exceptions.Throttled(throttle.wait())
+
+
 class UserRateThrottle(FixedWindowThrottle):
     scope = "user"
 
     def identity(self, request: Any) -> str | None:
         return str(request.user.pk) if request.user and request.user.is_authenticated else None
+
+
+class IsAuthenticated(permissions.IsAuthenticated):
+    """DRF's ``IsAuthenticated``, with the throttles checked first for anonymous calls.
+
+    DRF checks permissions before throttles, so every anonymous call here would be answered
+    401 before the anon rate is counted. An anonymous call is therefore counted (and answered
+    429 past the rate) before it is refused; an authenticated one goes through DRF's own
+    throttle check, once, after this. A call with a wrong token never gets this far (DRF
+    refuses it while authenticating): ``config.authentication`` counts it the same way, so
+    guessing tokens is limited too.
+    """
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            view.check_throttles(request)
+        return super().has_permission(request, view)

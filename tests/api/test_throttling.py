@@ -40,9 +40,18 @@ def anonymous_request(address: str) -> Request:
     return Request(APIRequestFactory().get("/api/projections/", REMOTE_ADDR=address))
 
 
+def test_anonymous_calls_are_rate_limited_before_they_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token guessing is limited too: past the anon rate an anonymous call gets 429, not 401."""
+    monkeypatch.setitem(api_settings.DEFAULT_THROTTLE_RATES, "anon", "3/minute")
+    client = APIClient(REMOTE_ADDR="203.0.113.77")
+    answers = [client.get("/api/orders/", HTTP_AUTHORIZATION="Token not-a-real-token") for _ in range(3)]
+    answers += [client.get("/api/projections/") for _ in range(2)]
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+    assert answers[-1].json()["message"] == "Request was throttled."
+
+
 def test_anonymous_calls_are_counted_per_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every endpoint of the project answers 401 to an anonymous call before any throttle runs
-    (DRF checks permissions first), so the anon rate is checked on the class itself."""
+    """The anon throttle on its own: a counter per client address."""
     monkeypatch.setitem(api_settings.DEFAULT_THROTTLE_RATES, "anon", "3/minute")
     answers = []
     for _ in range(4):
