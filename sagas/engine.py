@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 ALIAS = "sagas"
 REPLY_TASK = "sagas.saga_reply"
 OPEN_STEP_STATUSES = (StepStatus.WAITING, StepStatus.RETRY_WAIT)
+#: What a transition may change; the rest of a row is written once, when it is created.
+SAGA_MUTABLE = ("state", "version", "updated_at", "ended_at", "last_error", "data")
+STEP_MUTABLE = ("status", "attempts", "due_at", "ended_at", "error", "reply", "command_id")
 
 
 class SagaConflict(Exception):
@@ -96,11 +99,6 @@ def _save(saga: SagaInstance, **changes: Any) -> None:
     if saga.state not in (SagaState.RUNNING, SagaState.COMPENSATING) and saga.ended_at is None:
         saga.ended_at = saga.updated_at
     saga.save(using=ALIAS, update_fields=SAGA_MUTABLE)
-
-
-#: What a transition may change; the rest of a row is written once, when it is created.
-SAGA_MUTABLE = ("state", "version", "updated_at", "ended_at", "last_error", "data")
-STEP_MUTABLE = ("status", "attempts", "due_at", "ended_at", "error", "reply", "command_id")
 
 
 def _save_step(step: SagaStep) -> None:
