@@ -122,16 +122,16 @@ def command_handle(*, message: dict[str, Any], alias: str, processed: type[Proce
     command = Command.from_message(message)
     try:
         try:
-            reply = retry_on_conflict(lambda: _handle_and_record(command, alias, processed, handler, refusals))
-        except _Refusal as refusal:
-            reply = _record_alone(command, alias, processed, refusal.reply)
-        except IntegrityError:
+            try:
+                return retry_on_conflict(lambda: _handle_and_record(command, alias, processed, handler, refusals))
+            except _Refusal as refusal:
+                return _record_alone(command, alias, processed, refusal.reply)
+        except IntegrityError:  # the record exists: a redelivery, or a concurrent twin answered first
             recorded = _recorded(command, alias, processed)
             if recorded is None:
                 raise  # not a redelivery: some other constraint, a technical failure
-            reply = recorded
-            _reply_now(command, reply)
-        return reply
+            _reply_now(command, recorded)
+            return recorded
     except Exception as exc:  # technical: not recorded, the orchestrator retries this command id
         logger.warning("command %s %s failed: %s", command.name, command.command_id, exc, exc_info=True)
         reply = Reply(ERROR, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -159,17 +159,10 @@ def _handle_and_record(command: Command, alias: str, processed: type[ProcessedCo
 
 
 def _record_alone(command: Command, alias: str, processed: type[ProcessedCommand], reply: Reply) -> Reply:
-    """Record a refusal whose writes were rolled back; a concurrent twin may have answered first."""
-    try:
-        with transaction.atomic(using=alias):
-            _record(command, alias, processed, reply)
-            return reply
-    except IntegrityError:
-        recorded = _recorded(command, alias, processed)
-        if recorded is None:
-            raise
-        _reply_now(command, recorded)
-        return recorded
+    """Record a refusal whose writes were rolled back (IntegrityError if already recorded)."""
+    with transaction.atomic(using=alias):
+        _record(command, alias, processed, reply)
+        return reply
 
 
 def _record(command: Command, alias: str, processed: type[ProcessedCommand], reply: Reply) -> None:
