@@ -105,12 +105,14 @@ def set_value(key: str, value: Any, timeout: int) -> None:
         fast.client.set(fast.make_key(key), fast.dumps(value), ex=timeout)
 
 
-def add(key: str, value: Any, timeout: int | None) -> bool:
-    """Store ``value`` unless ``key`` exists; ``timeout=None`` keeps it until evicted."""
+def add(key: str, value: Any, timeout: float | None) -> bool:
+    """Store ``value`` unless ``key`` exists; ``timeout`` in seconds, to the millisecond
+    (``None`` keeps it until evicted)."""
     fast = _redis()
     if fast is None:
         return bool(caches["default"].add(key, value, timeout))
-    return bool(fast.client.set(fast.make_key(key), fast.dumps(value), ex=timeout, nx=True))
+    px = None if timeout is None else max(int(timeout * 1000), 1)
+    return bool(fast.client.set(fast.make_key(key), fast.dumps(value), px=px, nx=True))
 
 
 def window_hit(key: str, timeout: int) -> int:

@@ -80,38 +80,21 @@ def _window() -> float:
     return float(getattr(settings, "WAKE_COALESCE_SECONDS", 0.25))
 
 
-class _Windows:
-    """The shared "a wake-up of this kind was sent less than a window ago" flags (Redis)."""
+def _claim(wake_up: WakeUp, window: float) -> bool:
+    """``True`` if this process owns the current window of ``wake_up`` and should send.
 
-    def __init__(self) -> None:
-        self._client: Any = None
-        self._pid = 0
+    The window is a key in the default cache (``SET NX PX`` through config.fastcache): shared
+    by every process when the cache is Redis, per process otherwise.
+    """
+    if window <= 0:
+        return True
+    from config import fastcache
 
-    def client(self) -> Any | None:
-        if self._pid != os.getpid():
-            self._pid, self._client = os.getpid(), None
-            from django.conf import settings
-            from django.core.cache import caches
-            from django.core.cache.backends.redis import RedisCache
-
-            if isinstance(caches["default"], RedisCache):
-                import redis
-
-                location = settings.CACHES["default"]["LOCATION"]
-                self._client = redis.Redis.from_url(location[0] if isinstance(location, list | tuple) else location)
-        return self._client
-
-    def claim(self, wake_up: WakeUp, window: float) -> bool:
-        """``True`` if this process owns the current window and should send."""
-        client = self.client()
-        if client is None or window <= 0:
-            return True
-        name, args, _ = wake_up
-        key = "wake-window:" + ":".join([name, *map(str, args)])
-        try:
-            return bool(client.set(key, os.getpid(), nx=True, px=max(int(window * 1000), 1)))
-        except Exception:  # Redis unreachable: no coalescing, sending is always safe
-            return True
+    name, args, _ = wake_up
+    try:
+        return fastcache.add("wake-window:" + ":".join([name, *map(str, args)]), os.getpid(), timeout=window)
+    except Exception:  # the cache unreachable: no coalescing, sending is always safe
+        return True
 
 
 class _Notifier:
@@ -130,7 +113,6 @@ class _Notifier:
         #: Wake-ups that found their window taken: when to try again, and whether a commit
         #: came after the last attempt (then a taken window on retry is not yet proof of cover).
         self._deferred: dict[WakeUp, tuple[float, bool]] = {}
-        self._windows = _Windows()
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._idle = threading.Event()
@@ -165,7 +147,7 @@ class _Notifier:
                         continue
                     due.setdefault(wake_up, True)
             for wake_up, newer in due.items():
-                if self._windows.claim(wake_up, window):
+                if _claim(wake_up, window):
                     self._send(wake_up)
                 elif newer:
                     # Taken: try once more when this window has passed. Then a flag that is set
