@@ -38,12 +38,19 @@ def _read(kind: str, key: uuid.UUID, load: Any, min_version: int | None) -> dict
     row = cache.cached(kind, key, "row", lambda: load(key))
     if min_version is not None and (row is None or row["version"] < min_version):
         # Read-your-writes: wait for the projection, reading the table itself (not the cache).
-        fresh = cache.wait_for(
-            lambda: (r := load(key)) is not None and r["version"] >= min_version and r,
-            timeout=settings.READ_YOUR_WRITES_WAIT_SECONDS,
-        )
-        row = fresh or load(key)
+        row = _wait_for_row(load, key, lambda r: r["version"] >= min_version)
     return row
+
+
+def _wait_for_row(load: Callable[[uuid.UUID], dict[str, Any] | None], key: uuid.UUID, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """Wait (up to ``READ_YOUR_WRITES_WAIT_SECONDS``) for ``load(key)`` to give a row that
+    satisfies ``until``; then answer what the table has."""
+
+    def probe() -> dict[str, Any] | None:
+        row = load(key)
+        return row if row is not None and until(row) else None
+
+    return cache.wait_for(probe, timeout=settings.READ_YOUR_WRITES_WAIT_SECONDS) or load(key)
 
 
 def order_summary_read_ahead(order_id: str) -> AbstractContextManager[None]:
@@ -107,11 +114,4 @@ def order_summary_fresh(*, order_id: uuid.UUID, until: Callable[[dict[str, Any]]
     With ``until``, wait (up to ``READ_YOUR_WRITES_WAIT_SECONDS``) for a row that satisfies it,
     and answer what the table has after that.
     """
-    if until is None:
-        return _order_row(order_id)
-
-    def probe() -> dict[str, Any] | None:
-        row = _order_row(order_id)
-        return row if row is not None and until(row) else None
-
-    return cache.wait_for(probe, timeout=settings.READ_YOUR_WRITES_WAIT_SECONDS) or _order_row(order_id)
+    return _order_row(order_id) if until is None else _wait_for_row(_order_row, order_id, until)
