@@ -189,7 +189,7 @@ class _ReadAhead:
         # see what that transaction wrote, nor read from its snapshot.
         if len(events) == limit and (until is None or events[-1].position < until) and not connections[EVENTLOG_ALIAS].in_atomic_block:  # type: ignore[operator]
             following = (events[-1].position, limit, until)
-            self.ahead = (following, self.executor.submit(_scan, *following))  # type: ignore[arg-type]
+            self.ahead = (following, self.executor.submit(log_scan, after=following[0], limit=limit, until=until))  # type: ignore[arg-type]
         return events
 
     def close(self) -> None:
@@ -198,10 +198,6 @@ class _ReadAhead:
                 self.ahead[1].result()
         self.executor.submit(connections.close_all).result()  # the thread's own connections
         self.executor.shutdown()
-
-
-def _scan(after: int, limit: int, until: int | None) -> list[RecordedEvent]:
-    return log_scan(after=after, limit=limit, until=until)
 
 
 def _advance(replays: Sequence[Replay], *, batch_size: int, until: int, read: Callable[..., list[RecordedEvent]] = log_scan) -> int:
