@@ -55,8 +55,6 @@ def restart_broker(*, down_for: float = 1.0) -> None:
     which keeps nothing: every queued message is lost. The embedded broker keeps an
     append-only file, as ``make run`` runs it.
     """
-    import subprocess
-
     if "stack" in _embedded:
         stack = _embedded["stack"]
         stack.processes["broker"].stop()
@@ -64,19 +62,22 @@ def restart_broker(*, down_for: float = 1.0) -> None:
         stack.start_embedded_broker()
         stack.wait_ready(["broker"], timeout=20)
         return
-    services = os.environ.get("SERVICES_DIR")
-    assert services, "the PostgreSQL + Redis tier sets SERVICES_DIR (scripts/test-pg.sh)"
-    subprocess.run(["bash", "scripts/services.sh", "restart-redis", services], check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
+    _services("restart-redis")
 
 
 def restart_postgres() -> None:
     """``scripts/services.sh restart-pg``: every connection breaks, the server is down a moment."""
+    _services("restart-pg")
+    connections.close_all()  # this process's connections are broken too
+
+
+def _services(action: str) -> None:
+    """``scripts/services.sh ACTION`` on the PostgreSQL + Redis tier's own services."""
     import subprocess
 
     services = os.environ.get("SERVICES_DIR")
     assert services, "the PostgreSQL + Redis tier sets SERVICES_DIR (scripts/test-pg.sh)"
-    subprocess.run(["bash", "scripts/services.sh", "restart-pg", services], check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
-    connections.close_all()  # this process's connections are broken too
+    subprocess.run(["bash", "scripts/services.sh", action, services], check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
 
 
 @pytest.fixture(scope="session", autouse=True)
