@@ -6,3 +6,6 @@ class SagasConfig(AppConfig):
 
     name = "sagas"
     verbose_name = "Sagas"
+
+    def ready(self) -> None:
+        from sagas import checks  # noqa: F401  (registers the system checks)

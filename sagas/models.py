@@ -72,7 +72,10 @@ class SagaStep(models.Model):
     command_id = models.UUIDField(unique=True)
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=StepStatus.choices)
+    #: Sends of this step's command so far (an attempt counts when its command is sent).
     attempts = models.PositiveIntegerField(default=1)
+    #: ``attempts`` when an operator last retried the step: its retry budget starts again there.
+    attempts_before_retry = models.PositiveIntegerField(default=0)
     #: WAITING: when the reply is overdue; RETRY_WAIT: when to send again.
     due_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField()
