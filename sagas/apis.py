@@ -28,9 +28,18 @@ from sagas.engine import ALIAS, SagaConflict, saga_start
 from sagas.models import IdempotencyRecord, SagaState
 
 MODES = ("orchestration", "choreography", "2pc")
+SAGA_TYPES = ("create_order", "cancel_order")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Order states that are semantic locks: a saga is (or was just) working on the order.
 LOCKED_STATES = ("PENDING", "CANCEL_PENDING")
+
+
+class AwaitingSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    step = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["forward", "compensation"])
+    from_context = serializers.CharField(help_text="The context whose reply the saga waits for.")
+    since = serializers.DateTimeField(help_text="When the step's command was first sent.")
+    deadline = serializers.DateTimeField(allow_null=True, help_text="When the current attempt times out, or the next retry is sent.")
 
 
 class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -54,6 +63,8 @@ class SagaSerializer(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
     data = serializers.JSONField()
     last_error = serializers.CharField(allow_blank=True)
+    stuck = serializers.BooleanField(help_text="Running, and the awaited step has failed at least once or is overdue.")
+    awaiting = AwaitingSerializer(allow_null=True)
     steps = StepSerializer(many=True)
 
 
@@ -166,7 +177,9 @@ class SagaListApi(APIView):
         operation_id="sagas_list",
         parameters=[
             OpenApiParameter("state", str, enum=list(SagaState.values)),
-            OpenApiParameter("type", str, enum=["create_order", "cancel_order"]),
+            OpenApiParameter("type", str, enum=list(SAGA_TYPES)),
+            OpenApiParameter("mode", str, enum=list(MODES)),
+            OpenApiParameter("stuck", bool, description="true: running sagas whose awaited step has failed or is overdue, stalest first."),
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
         ],
@@ -179,9 +192,17 @@ class SagaListApi(APIView):
         if state is not None and state not in SagaState.values:
             raise ApplicationError("state must be one of " + ", ".join(SagaState.values) + ".", {"field": "state"})
         saga_type = params.get("type") or None
+        if saga_type is not None and saga_type not in SAGA_TYPES:
+            raise ApplicationError("type must be one of " + ", ".join(SAGA_TYPES) + ".", {"field": "type"})
+        mode = params.get("mode") or None
+        if mode is not None and mode not in MODES:
+            raise ApplicationError("mode must be one of " + ", ".join(MODES) + ".", {"field": "mode"})
+        stuck = {"true": True, "false": False, None: None, "": None}.get(params.get("stuck"), "bad")
+        if stuck == "bad":
+            raise ApplicationError("stuck must be true or false.", {"field": "stuck"})
         page_size = parse_int(params.get("page_size"), name="page_size", default=50, minimum=1, maximum=500)
         page = parse_int(params.get("page"), name="page", default=1, minimum=1, maximum=10**9)
-        count, sagas = selectors.saga_list(state=state, saga_type=saga_type, offset=(page - 1) * page_size, limit=page_size)
+        count, sagas = selectors.saga_list(state=state, saga_type=saga_type, mode=mode, stuck=stuck, offset=(page - 1) * page_size, limit=page_size)  # type: ignore[arg-type]
         return Response(page_body(request, count=count, page=page, page_size=page_size, results=SagaSerializer(sagas, many=True).data))
 
 
