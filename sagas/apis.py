@@ -39,7 +39,11 @@ class AwaitingSerializer(serializers.Serializer):  # type: ignore[type-arg]
     kind = serializers.ChoiceField(choices=["forward", "compensation"])
     from_context = serializers.CharField(help_text="The context whose reply the saga waits for.")
     since = serializers.DateTimeField(help_text="When the step's command was first sent.")
-    deadline = serializers.DateTimeField(allow_null=True, help_text="When the current attempt times out, or the next retry is sent.")
+    deadline = serializers.DateTimeField(allow_null=True, help_text="When the current attempt times out, or the next retry is sent (choreography: when the flow counts as stuck).")
+    subscriber = serializers.CharField(required=False, help_text="Choreography: the subscriber that owes the awaited event.")
+    subscriber_lag = serializers.IntegerField(required=False, help_text="Choreography, when stuck: how many events that subscriber is behind the log.")
+    error = serializers.CharField(required=False, help_text="Choreography: the error the subscriber failed (or parked the event) with.")
+    parked = serializers.BooleanField(required=False, help_text="Choreography: the event was parked; retry it with manage.py retry_parked_events.")
 
 
 class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -50,6 +54,10 @@ class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     started_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
+    context = serializers.CharField(required=False, help_text="Choreography: the context that recorded the event (or owes it).")
+    event_id = serializers.UUIDField(required=False, allow_null=True)
+    causation_id = serializers.UUIDField(required=False, allow_null=True)
+    position = serializers.IntegerField(required=False, allow_null=True, help_text="Choreography: the event's position in the log.")
 
 
 @extend_schema_serializer(component_name="Saga")

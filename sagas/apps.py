@@ -8,4 +8,6 @@ class SagasConfig(AppConfig):
     verbose_name = "Sagas"
 
     def ready(self) -> None:
-        from sagas import checks  # noqa: F401  (registers the system checks)
+        from sagas import checks, trace  # noqa: F401  (checks registers the system checks)
+
+        trace.register()

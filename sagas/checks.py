@@ -19,3 +19,15 @@ def check_saga_definitions(app_configs: list[AppConfig] | None = None, **kwargs:
         for definition in DEFINITIONS.values()
         for problem in definition_problems(definition)
     ]
+
+
+@register()
+def check_trace_follows_the_declared_flows(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """sagas.E002: the trace subscribed before the contexts declared their flows would see none."""
+    from eventlog.choreography import flow_event_types
+    from eventlog.subscriptions import subscriber_get
+    from sagas.trace import SUBSCRIBER
+
+    if subscriber_get(SUBSCRIBER).types != flow_event_types() or not flow_event_types():
+        return [Error("The choreography trace does not follow every declared flow event.", hint="List 'sagas' after 'orders' and 'customers' in INSTALLED_APPS.", id="sagas.E002")]
+    return []
