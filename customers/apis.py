@@ -8,9 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import MoneyField, StrictSerializer
 from customers.domain import NAME_MAX_LENGTH
 from customers.services import customer_create
+from eventlog.http import MoneyField, StrictSerializer
 
 
 class CustomerCreateApi(APIView):

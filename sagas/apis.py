@@ -20,8 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import MoneyField, StrictSerializer, page_body, parse_int, parse_uuid
-from config.errors import ApplicationError, Conflict, NotFound, NotImplementedYet
+from eventlog.errors import ApplicationError, Conflict, NotFound, NotImplementedYet
+from eventlog.http import MoneyField, StrictSerializer, page_body, parse_int, parse_uuid
 from readmodels.selectors import order_summary_fresh
 from sagas import selectors
 from sagas.engine import ALIAS, SagaConflict, saga_start
