@@ -1,4 +1,5 @@
-"""HTTP plumbing every context's API uses: strict input, money fields, pages, path parameters.
+"""HTTP plumbing every context's API uses: strict input, money fields, pages, path parameters,
+and the ``Idempotency-Key`` of a command.
 
 It lives in the kernel so that a context's API needs nothing of the wiring (config): errors are
 raised from ``eventlog.errors`` and rendered by the one handler in ``config.api``.
@@ -6,8 +7,11 @@ raised from ``eventlog.errors`` and rendered by the one handler in ``config.api`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -104,3 +108,31 @@ def parse_int(value: str | None, *, name: str, default: int, minimum: int, maxim
     if not minimum <= number <= maximum:
         raise ApplicationError(f"{name} must be between {minimum} and {maximum}.", {"field": name})
     return number
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's ``Idempotency-Key``: a repeat of the same request gets the first answer.
+
+    The record of the first answer belongs in the transaction of the command it answers (the
+    service that runs the command stores it), so a crash cannot keep one without the other.
+    """
+
+    user_id: int
+    key: str
+    #: The request the key was first used with: the same key with another request is refused.
+    fingerprint: str
+
+
+def idempotency_key(request: Any) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key``, or ``None`` when it sent none; a clear 400 if too long."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if not key:
+        return None
+    if len(key) > 200:
+        raise ApplicationError(f"{IDEMPOTENCY_HEADER} must be at most 200 characters.")
+    fingerprint = hashlib.sha256(json.dumps([request.path, request.data], sort_keys=True, default=str).encode()).hexdigest()
+    return IdempotencyKey(user_id=int(request.user.pk), key=key, fingerprint=fingerprint)
