@@ -114,8 +114,3 @@ def saga_list(*, state: str | None, saga_type: str | None, offset: int, limit: i
     page = _with_steps(queryset.order_by(*order))[offset : offset + limit]
     return queryset.count(), [_as_dict(saga) for saga in page]
 
-
-def saga_ended_for(*, subject_id: uuid.UUID) -> bool:
-    """Some saga ran for this subject and none is running now."""
-    states = set(SagaInstance.objects.using(ALIAS).filter(subject_id=subject_id).values_list("state", flat=True))
-    return bool(states) and not states & {s.value for s in ACTIVE_STATES}
