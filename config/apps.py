@@ -16,12 +16,15 @@ class ProjectConfig(AppConfig):
         from config import checks  # noqa: F401  (registers the checks)
         from config.fastcache import add as cache_add
         from eventlog.messaging import window_flags_use
+        from orders.choreography import order_choreography_cancel, order_choreography_place
         from orders.domain import OrderMode
         from orders.workflows import order_workflow_use
         from sagas.services import order_saga_cancel, order_saga_place
 
         # Wake-up windows as SET NX PX on the shared Redis, to the millisecond.
         window_flags_use(cache_add)
-        # Who carries an order through, per mode. Choreography and 2PC arrive with their issues;
-        # until then the orders API answers 501 for them.
+        # Who carries an order through, per mode: the orchestrator's sagas, or the contexts'
+        # reactions to each other's events. 2PC arrives with its issue; until then the orders
+        # API answers 501 for it.
         order_workflow_use(OrderMode.ORCHESTRATION, place=order_saga_place, cancel=order_saga_cancel)
+        order_workflow_use(OrderMode.CHOREOGRAPHY, place=order_choreography_place, cancel=order_choreography_cancel)

@@ -145,3 +145,23 @@ class ParkedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscriber} @ {self.position} {self.event_type} ({'parked' if self.parked_at else 'failing'})"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a request that carried an ``Idempotency-Key``, per user.
+
+    Each context that starts work on a client's request keeps its own, written in the same
+    transaction as the work (``eventlog.idempotency``).
+    """
+
+    user_id = models.BigIntegerField()
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField()
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+        constraints = [models.UniqueConstraint(fields=("user_id", "key"), name="%(app_label)s_idempotency_key")]

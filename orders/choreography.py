@@ -10,16 +10,60 @@ it answers as the causation. Orders of orchestrated sagas are left to their saga
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from decimal import Decimal
 
 from eventlog.choreography import FlowEnd, FlowStart, Reaction, choreography_register, reactions, subscriber_name
 from eventlog.domain import MessageContext, RecordedEvent
+from eventlog.errors import Conflict
+from eventlog.http import IdempotencyKey
+from eventlog.idempotency import idempotent_start
 from eventlog.subscriptions import Subscriber, subscriber_register
 from orders import services
-from orders.domain import OrderMode
-from orders.models import Order, OrdersCheckpoint, OrdersParkedEvent
+from orders.domain import InvalidOrderState, OrderMode
+from orders.models import Order, OrdersCheckpoint, OrdersIdempotencyRecord, OrdersParkedEvent
 from orders.repository import ALIAS
 
 CONTEXT = "orders"
+
+
+@dataclass(frozen=True)
+class FlowStarted:
+    """A choreographed flow under way: its id is the ``saga_id`` of all its events and its trace."""
+
+    order_id: uuid.UUID
+    saga_id: uuid.UUID
+    replayed: bool = False
+
+
+def order_choreography_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal, mode: str, idempotency: IdempotencyKey | None) -> FlowStarted:
+    """Record the PENDING order (``OrderCreated``, mode ``choreography``): the customers context
+    takes it from there. No one else is asked; the flow's id names the trace that follows it."""
+
+    def start() -> FlowStarted:
+        flow_id = uuid.uuid4()
+        services.order_create(order_id=order_id, customer_id=customer_id, total=total, mode=OrderMode.CHOREOGRAPHY, context=MessageContext(correlation_id=flow_id, saga_id=flow_id))
+        return FlowStarted(order_id=order_id, saga_id=flow_id)
+
+    return idempotent_start(
+        idempotency,
+        alias=ALIAS,
+        records=OrdersIdempotencyRecord,
+        start=start,
+        body=lambda started: {"id": str(started.order_id), "saga_id": str(started.saga_id)},
+        replay=lambda body: FlowStarted(order_id=uuid.UUID(body["id"]), saga_id=uuid.UUID(body["saga_id"]), replayed=True),
+    )
+
+
+def order_choreography_cancel(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal) -> FlowStarted:
+    """Record ``OrderCancelRequested`` (the order becomes CANCEL_PENDING, a semantic lock): the
+    customers context releases the credit, and this context confirms the cancel."""
+    flow_id = uuid.uuid4()
+    try:
+        services.order_cancel_request(order_id=order_id, context=MessageContext(correlation_id=flow_id, saga_id=flow_id))
+    except InvalidOrderState as exc:
+        raise Conflict(str(exc), {"order_id": str(order_id)}) from None
+    return FlowStarted(order_id=order_id, saga_id=flow_id)
 
 
 def _choreographed(order_id: uuid.UUID) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from eventlog.models import Checkpoint, OutboxEvent, ParkedEvent, ProcessedCommand
+from eventlog.models import Checkpoint, IdempotencyRecord, OutboxEvent, ParkedEvent, ProcessedCommand
 from orders.domain import OrderMode, OrderState, RejectionReason
 
 
@@ -40,3 +40,7 @@ class OrdersProcessedCommand(ProcessedCommand):
 
 class OrdersParkedEvent(ParkedEvent):
     """Events this context's choreography handler failed on (counted, then parked)."""
+
+
+class OrdersIdempotencyRecord(IdempotencyRecord):
+    """The first answer to a choreographed order's request that carried an ``Idempotency-Key``."""

@@ -53,7 +53,7 @@ def order_workflow_use(mode: OrderMode, *, place: Placer, cancel: Canceller) -> 
 
 
 def _not_yet(mode: OrderMode) -> NotImplementedYet:
-    return NotImplementedYet(f"mode {mode.value!r} arrives with its own issue; use 'orchestration'.", {"mode": mode.value})
+    return NotImplementedYet(f"mode {mode.value!r} arrives with its own issue; use " + " or ".join(repr(m.value) for m in _placers) + ".", {"mode": mode.value})
 
 
 def order_placer(mode: OrderMode) -> Placer:

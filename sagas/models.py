@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.db import models
 
 from eventlog.models import Checkpoint
+from eventlog.models import IdempotencyRecord as BaseIdempotencyRecord
 
 
 class SagaState(models.TextChoices):
@@ -132,19 +133,8 @@ class TraceEvent(models.Model):
         return f"#{self.position} {self.type} ({self.context})"
 
 
-class IdempotencyRecord(models.Model):
-    """The first answer to a request that carried an ``Idempotency-Key``, per user."""
-
-    user_id = models.BigIntegerField()
-    key = models.CharField(max_length=200)
-    fingerprint = models.CharField(max_length=64)
-    status_code = models.PositiveSmallIntegerField()
-    body = models.JSONField()
-    headers = models.JSONField(default=dict)
-    created_at = models.DateTimeField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=("user_id", "key"), name="sagas_idempotency_key")]
+class IdempotencyRecord(BaseIdempotencyRecord):
+    """The first answer to a create-order saga's request that carried an ``Idempotency-Key``."""
 
 
 class SagasCheckpoint(Checkpoint):

@@ -10,11 +10,9 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
-from django.utils import timezone
-
-from eventlog.errors import ApplicationError, Conflict
-from eventlog.http import IDEMPOTENCY_HEADER, IdempotencyKey
+from eventlog.errors import Conflict
+from eventlog.http import IdempotencyKey
+from eventlog.idempotency import idempotent_start
 from sagas.engine import ALIAS, SagaConflict, saga_start
 from sagas.models import IdempotencyRecord
 
@@ -40,24 +38,14 @@ def order_saga_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Deci
         saga = saga_start(saga_type="create_order", subject_id=order_id, data=data)
         return SagaStarted(order_id=order_id, saga_id=saga.id)
 
-    if idempotency is None:
-        return start()
-    records = IdempotencyRecord.objects.using(ALIAS)
-    for _ in range(2):
-        existing = records.filter(user_id=idempotency.user_id, key=idempotency.key).first()
-        if existing is not None:
-            if existing.fingerprint != idempotency.fingerprint:
-                raise ApplicationError(f"This {IDEMPOTENCY_HEADER} was used with a different request.", {"key": idempotency.key})
-            return SagaStarted(order_id=uuid.UUID(existing.body["id"]), saga_id=uuid.UUID(existing.body["saga_id"]), replayed=True)
-        try:
-            with transaction.atomic(using=ALIAS):
-                started = start()
-                body = {"id": str(started.order_id), "saga_id": str(started.saga_id)}
-                records.create(user_id=idempotency.user_id, key=idempotency.key, fingerprint=idempotency.fingerprint, status_code=202, body=body, headers={}, created_at=timezone.now())
-                return started
-        except IntegrityError:
-            continue  # a concurrent request with the same key won: answer with its record
-    raise Conflict(f"A request with this {IDEMPOTENCY_HEADER} is in progress; try again.", {"key": idempotency.key})
+    return idempotent_start(
+        idempotency,
+        alias=ALIAS,
+        records=IdempotencyRecord,
+        start=start,
+        body=lambda started: {"id": str(started.order_id), "saga_id": str(started.saga_id)},
+        replay=lambda body: SagaStarted(order_id=uuid.UUID(body["id"]), saga_id=uuid.UUID(body["saga_id"]), replayed=True),
+    )
 
 
 def order_saga_cancel(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal) -> SagaStarted:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from eventlog.choreography import FlowStart, expected_after, flow_ends, flow_event_types, flow_starts, stream_context
@@ -39,7 +40,7 @@ def _awaiting(flow: str, event: RecordedEvent) -> tuple[dict[str, Any] | None, d
     expected = expected_after(flow, event.type)
     if not expected:
         return None, None
-    within = max(r.within for r in expected)
+    within = max(r.within for r in expected) * settings.SAGA_TIME_SCALE
     deadline = event.occurred_at + dt.timedelta(seconds=within)
     awaiting = {
         "step": " | ".join(e for r in expected for e in r.emits),
