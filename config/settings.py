@@ -215,7 +215,8 @@ WAKE_COALESCE_SECONDS = env.float("WAKE_COALESCE_SECONDS", default=0.25)
 # --- Read side ----------------------------------------------------------------------------
 #: How long a read with ?min_version= waits for the projection to catch up.
 READ_YOUR_WRITES_WAIT_SECONDS = env.float("READ_YOUR_WRITES_WAIT_SECONDS", default=3.0)
-#: /readyz reports not ready when a projection is further behind the log head than this.
+#: /readyz reports ``lagging`` (in its body; the status stays 200) when a projection is further
+#: behind the log head than this.
 READY_MAX_PROJECTION_LAG = env.int("READY_MAX_PROJECTION_LAG", default=10000)
 
 # --- HTTP API -----------------------------------------------------------------------------
