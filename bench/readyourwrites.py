@@ -128,6 +128,7 @@ def request(port: int, path: str, token: str | None) -> tuple[int, str | None]:
 def run_load(port: int, token: str, order_id: str, *, seconds: float, plain_rate: float, flood_rate: float, flood_clients: int) -> dict[str, Any]:
     """Open-loop plain reads, and paced flood clients; plain latencies from the scheduled time."""
     plain: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (scheduled offset, latency) of each plain read
     flood: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     lock = threading.Lock()
@@ -146,6 +147,7 @@ def run_load(port: int, token: str, order_id: str, *, seconds: float, plain_rate
         with lock:
             if status == 200:
                 plain.append(latency)
+                timeline.append((scheduled - start, latency))
             else:
                 errors[f"plain: HTTP {status}"] += 1
 
@@ -189,6 +191,9 @@ def run_load(port: int, token: str, order_id: str, *, seconds: float, plain_rate
         "plain_p50_ms": round(statistics.median(plain) * 1000, 2) if plain else None,
         "plain_p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
         "plain_max_ms": round(plain[-1] * 1000, 2) if plain else None,
+        # When the slowest plain reads were sent (seconds into the run): one stall of the machine
+        # shows as a cluster, a steady effect of the load as a spread.
+        "plain_slowest": [(round(at, 2), round(latency * 1000, 1)) for at, latency in sorted(timeline, key=lambda t: -t[1])[:8]],
         "flood_answers": dict(flood), "errors": dict(errors), "cpu": cpu,
     }
 
