@@ -9,7 +9,9 @@ cache, so both views of the cache stay interchangeable (``cache.clear()``, ``cac
 
 - :func:`get_many`: one ``MGET``;
 - :func:`window_hit`: ``SET NX EX`` + ``INCR`` of a rate-limit counter, one pipelined round trip;
-- :func:`incr_existing`: ``INCR`` of the keys that exist, one script call for any number of keys;
+- :func:`set_many`: ``SET PX`` of several keys, one pipelined round trip;
+- :func:`delete_unless_other_mark`: delete keys unless they hold an integer mark (a negative
+  one) other than the caller's, one script call for any number of keys;
 - :func:`read_ahead`: a request announces the keys it is going to read, and the first round
   trip of that request (the rate limit's counter, which DRF checks before the view runs) fetches
   them too. The view's :func:`get_many` of exactly those keys is then answered from that fetch,
@@ -29,13 +31,16 @@ from typing import Any
 
 from django.core.cache import caches
 
-# INCR each key that exists; a missing one stays missing (its owner starts a fresh namespace).
-_INCR_EXISTING = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then out[i] = redis.call('INCR', key) else out[i] = false end
+# Delete each key unless it holds a mark (a negative integer) other than ARGV[1].
+_DELETE_UNLESS_OTHER_MARK = """
+for _, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value then
+    local number = tonumber(value)
+    if value == ARGV[1] or not (number and number < 0) then redis.call('DEL', key) end
+  end
 end
-return out
+return true
 """
 
 
@@ -48,7 +53,7 @@ class _Redis:
         self.dumps = inner._serializer.dumps
         self.loads = inner._serializer.loads
         self.make_key = backend.make_key
-        self.incr_existing = self.client.register_script(_INCR_EXISTING)
+        self.delete_unless_other_mark = self.client.register_script(_DELETE_UNLESS_OTHER_MARK)
 
 
 def _redis() -> _Redis | None:
@@ -137,18 +142,30 @@ def window_hit(key: str, timeout: int) -> int:
     return int(count)
 
 
-def incr_existing(keys: Sequence[str]) -> list[int | None]:
-    """``INCR`` each key that exists (``None`` for one that does not), in one round trip."""
+def set_many(values: dict[str, Any], timeout: float) -> None:
+    """Store every key of ``values`` for ``timeout`` seconds (to the millisecond), one round trip."""
+    if not values:
+        return
+    fast = _redis()
+    if fast is None:
+        caches["default"].set_many(values, timeout)
+        return
+    pipe = fast.client.pipeline(transaction=False)
+    for key, value in values.items():
+        pipe.set(fast.make_key(key), fast.dumps(value), px=max(int(timeout * 1000), 1))
+    pipe.execute()
+
+
+def delete_unless_other_mark(keys: Sequence[str], *, mark: int) -> None:
+    """Delete each of ``keys`` unless it holds a negative integer other than ``mark`` (someone
+    else's mark, theirs to clear). One round trip on Redis (a script, so atomic); a read then a
+    delete elsewhere."""
     if not keys:
-        return []
+        return
     fast = _redis()
     if fast is None:
         cache = caches["default"]
-        out: list[int | None] = []
-        for key in keys:
-            try:
-                out.append(int(cache.incr(key)))
-            except ValueError:
-                out.append(None)
-        return out
-    return [None if n is None else int(n) for n in fast.incr_existing(keys=[fast.make_key(key) for key in keys])]
+        found = cache.get_many(keys)
+        cache.delete_many([k for k, v in found.items() if v == mark or not (isinstance(v, int) and v < 0)])
+        return
+    fast.delete_unless_other_mark(keys=[fast.make_key(key) for key in keys], args=[fast.dumps(mark)])

@@ -219,7 +219,12 @@ WAKE_COALESCE_SECONDS = env.float("WAKE_COALESCE_SECONDS", default=0.25)
 # --- Read side ----------------------------------------------------------------------------
 #: How long a read with ?min_version= waits for the projection to catch up.
 READ_YOUR_WRITES_WAIT_SECONDS = env.float("READ_YOUR_WRITES_WAIT_SECONDS", default=3.0)
-#: /readyz reports not ready when a projection is further behind the log head than this.
+#: How many such reads may wait at once on one machine (each holds a sync web worker while it
+#: waits); beyond it a read answers at once, with ``X-Read-Your-Writes: not-waited``. Keep it
+#: below the machine's web workers: the default leaves the second of two workers always free.
+READ_YOUR_WRITES_MAX_WAITERS = env.int("READ_YOUR_WRITES_MAX_WAITERS", default=1)
+#: /readyz reports ``lagging`` (in its body; the status stays 200) when a projection is further
+#: behind the log head than this.
 READY_MAX_PROJECTION_LAG = env.int("READY_MAX_PROJECTION_LAG", default=10000)
 
 # --- HTTP API -----------------------------------------------------------------------------

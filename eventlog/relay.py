@@ -1,7 +1,11 @@
 """The outbox relay: copy each context's new events, in order, into the central event log.
 
 At-least-once relay, exactly-once log: ``event_id`` is unique, so copying a row twice (a relay
-run twice, or one that crashed between copying and marking) writes it once.
+run twice, or one that crashed between copying and marking) writes it once. Only that clash is
+skipped (``ON CONFLICT (event_id) DO NOTHING``): a ``(stream_id, version)`` already taken by
+*another* event means two histories for one stream, and the batch fails with
+``StreamVersionConflict``, logged, its outbox rows left unmarked, rather than dropping an event
+and marking it relayed.
 
 The gap problem, and how it is solved here: positions come from a sequence when a row is
 inserted but become visible when its transaction commits, so without care a reader that saw
@@ -19,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from eventlog.domain import RecordedEvent
@@ -70,8 +74,25 @@ def _serialise_appends() -> None:
 LOG_COLUMNS = EVENT_COLUMNS
 
 
+class StreamVersionConflict(IntegrityError):
+    """A stream version is already in the log under another ``event_id``: nothing was appended."""
+
+
+def _conflicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Which rows clash with a log row of the same stream and version but another event id."""
+    wanted = {(row["stream_id"], row["version"]): row["event_id"] for row in rows}
+    logged = LogEvent.objects.using(EVENTLOG_ALIAS).filter(stream_id__in={stream for stream, _ in wanted})
+    return [
+        f"stream {stream} version {version}: event {wanted[stream, version]} would clash with logged event {event_id}"
+        for stream, version, event_id in logged.values_list("stream_id", "version", "event_id")
+        if (stream, version) in wanted and wanted[stream, version] != event_id
+    ]
+
+
 def log_append(events: Iterable[RecordedEvent | OutboxEvent | dict[str, Any]]) -> None:
-    """Append events to the central log in the given order; ones already there are skipped.
+    """Append events to the central log in the given order; ones already there (the same
+    ``event_id``) are skipped. All or nothing: a stream version taken by another event raises
+    ``StreamVersionConflict`` (logged as an error) and appends none of ``events``.
 
     Runs in its own transaction on the ``eventlog`` alias, or inside the caller's.
     """
@@ -82,9 +103,18 @@ def log_append(events: Iterable[RecordedEvent | OutboxEvent | dict[str, Any]]) -
     ]
     if not rows:
         return
-    with transaction.atomic(using=EVENTLOG_ALIAS):
-        _serialise_appends()
-        insert_rows(LogEvent, EVENTLOG_ALIAS, rows, on_conflict_ignore=True)
+    try:
+        with transaction.atomic(using=EVENTLOG_ALIAS):
+            _serialise_appends()
+            insert_rows(LogEvent, EVENTLOG_ALIAS, rows, on_conflict_ignore="event_id")
+    except IntegrityError as exc:
+        # Inside a caller's transaction (broken now, on PostgreSQL) there is no looking: the
+        # database's own message names the key.
+        conflicts = [] if transaction.get_connection(EVENTLOG_ALIAS).in_atomic_block else _conflicts(rows)
+        logger.error("event log append refused, none of %d event(s) copied: %s", len(rows), "; ".join(conflicts) or exc)
+        if conflicts:
+            raise StreamVersionConflict("; ".join(conflicts)) from exc
+        raise
 
 
 def outbox_pending(outbox: Outbox, *, limit: int) -> list[dict[str, Any]]:

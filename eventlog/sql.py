@@ -22,21 +22,29 @@ def _fields(model: type[Model], names: tuple[str, ...]) -> tuple[Field, ...]:  #
 
 
 @functools.cache
-def _insert_sql(model: type[Model], names: tuple[str, ...], rows: int, alias: str, on_conflict_ignore: bool) -> str:
+def _insert_sql(model: type[Model], names: tuple[str, ...], rows: int, alias: str, on_conflict_ignore: bool | str) -> str:
     quote = connections[alias].ops.quote_name
     columns = ", ".join(quote(field.column) for field in _fields(model, names))
     placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES " + ", ".join([placeholders] * rows)
-    if on_conflict_ignore:
+    if isinstance(on_conflict_ignore, str):
+        (target,) = _fields(model, (on_conflict_ignore,))
+        sql += f" ON CONFLICT ({quote(target.column)}) DO NOTHING"
+    elif on_conflict_ignore:
         sql += " ON CONFLICT DO NOTHING"
     return sql
 
 
-def insert_rows(model: type[Model], alias: str, rows: Sequence[Mapping[str, Any]], *, on_conflict_ignore: bool = False, chunk: int = 500) -> int:
+def insert_rows(
+    model: type[Model], alias: str, rows: Sequence[Mapping[str, Any]], *, on_conflict_ignore: bool | str = False, chunk: int = 500
+) -> int:
     """Insert ``rows`` (dicts with the same keys, field names) in order; returns rows written.
 
-    With ``on_conflict_ignore`` a row that violates a unique constraint is skipped (ON CONFLICT
-    DO NOTHING, on SQLite 3.24+ and PostgreSQL); otherwise the IntegrityError propagates.
+    ``on_conflict_ignore=True`` skips a row that violates any unique constraint (ON CONFLICT DO
+    NOTHING, on SQLite 3.24+ and PostgreSQL). A field name skips only a row that clashes on that
+    unique field (ON CONFLICT (column) DO NOTHING): a clash on any other constraint still raises
+    IntegrityError, which is what a caller wants when only one kind of clash means "already
+    there". Without it every IntegrityError propagates.
     """
     if not rows:
         return 0

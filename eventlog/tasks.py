@@ -38,9 +38,16 @@ def sweep() -> int:
     A lagging subscriber is sent a wake-up directly, not through the coalescing notifier:
     the one sent before may be the message that was lost.
     """
-    relayed = sum(outbox_relay(o.source, batch_size=settings.RELAY_BATCH_SIZE) for o in outboxes())
+    relayed, failure = 0, None  # type: int, Exception | None
+    for outbox in outboxes():
+        try:
+            relayed += outbox_relay(outbox.source, batch_size=settings.RELAY_BATCH_SIZE)
+        except Exception as exc:  # noqa: BLE001 - one stuck outbox must not stop the others; re-raised below
+            failure = failure or exc
     head = log_head()
     for subscriber in subscribers():
         if subscriber_lag(subscriber, head=head):
             send_task(ADVANCE_TASK, args=(subscriber.name,), queue=subscriber.queue)
+    if failure is not None:
+        raise failure
     return relayed

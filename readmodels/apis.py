@@ -16,7 +16,23 @@ from eventlog.http import MoneyField, page_body, parse_int, parse_uuid
 from readmodels import selectors
 
 ORDER_STATES = ("PENDING", "APPROVED", "REJECTED", "CANCEL_PENDING", "CANCELLED")
-MIN_VERSION = OpenApiParameter("min_version", int, description="Wait briefly until the read model has reached this version (read your own write).")
+MIN_VERSION = OpenApiParameter(
+    "min_version", int,
+    description=(
+        "Wait briefly until the read model has reached this version (read your own write). The answer's "
+        "`X-Read-Your-Writes` header says how it went: `reached`, `timed-out` (answered what there is after "
+        "the wait), or `not-waited` (too many reads already wait: answered at once with what there is; retry)."
+    ),
+)
+#: The response header that says what became of a ``min_version`` wait.
+WAIT_HEADER = "X-Read-Your-Writes"
+
+
+def _answer(body: Any, wait: str | None) -> Response:
+    response = Response(body)
+    if wait is not None:
+        response[WAIT_HEADER] = wait
+    return response
 
 
 def _min_version(request: Request) -> int | None:
@@ -55,10 +71,10 @@ class OrderDetailApi(APIView):
     @extend_schema(operation_id="orders_retrieve", parameters=[MIN_VERSION], responses={200: OrderOutputSerializer}, tags=["orders"])
     def get(self, request: Request, order_id: str) -> Response:
         order_uuid = parse_uuid(order_id, name="order_id")
-        row = selectors.order_summary_get(order_id=order_uuid, min_version=_min_version(request))
+        row, wait = selectors.order_summary_read(order_id=order_uuid, min_version=_min_version(request))
         if row is None:
             raise NotFound("Order not found.", {"order_id": str(order_uuid)})
-        return Response(ORDER_OUTPUT.to_representation(row))
+        return _answer(ORDER_OUTPUT.to_representation(row), wait)
 
 
 class OrderPagination(PageNumberPagination):
@@ -107,11 +123,11 @@ class CustomerDetailApi(APIView):
     @extend_schema(operation_id="customers_retrieve", parameters=[MIN_VERSION], responses={200: OutputSerializer}, tags=["customers"])
     def get(self, request: Request, customer_id: str) -> Response:
         customer_uuid = parse_uuid(customer_id, name="customer_id")
-        row = selectors.customer_credit_get(customer_id=customer_uuid, min_version=_min_version(request))
+        row, wait = selectors.customer_credit_read(customer_id=customer_uuid, min_version=_min_version(request))
         if row is None:
             raise NotFound("Customer not found.", {"customer_id": str(customer_uuid)})
         row = {**row, "orders": {state: row[f"orders_{state.lower()}"] for state in ORDER_STATES}}
-        return Response(CUSTOMER_OUTPUT.to_representation(row))
+        return _answer(CUSTOMER_OUTPUT.to_representation(row), wait)
 
 
 CUSTOMER_OUTPUT = CustomerDetailApi.OutputSerializer()

@@ -1,14 +1,29 @@
 """Caching of read-model queries, kept fresh by generation keys.
 
 Every cached answer depends on a *generation* (of one order, one customer, or the order lists)
-and on a global *epoch* (bumped by a replay). A projection bumps the generations it touched
-right after its transaction commits. An answer is stored together with the generation and
-epoch its reader saw *before* loading the row, and it is served only while both are still
-current. So a reader that fetched a row just before a projection's commit can only store it
-stamped with the old generation, which no longer matches: a stale answer can never be served
-once the projection has applied an update (tests/readmodels/test_cache.py runs that race).
-A lost generation key (eviction, a restarted cache) simply starts a new namespace, seeded with
-the time in nanoseconds so that it never matches an old stamp.
+and on a global *epoch* (bumped by a replay). An answer is stored together with the generation
+and epoch its reader saw *before* loading the row, and it is served only while both are still
+current.
+
+The claim: once a projection's transaction has committed, no process is served the answer it
+replaced. How: inside the transaction, before it commits, the projection *marks* every key it
+changes (the generation becomes a negative number that is its own, for CHANGING_TTL_SECONDS);
+a reader that finds a mark neither serves nor stores: it reads the table. After the commit the
+projection deletes its mark, and the key's next reader starts a fresh namespace: a random
+generation, which no stored stamp matches. So from before the commit on, the old answer is
+never served; tests/readmodels/test_cache.py runs the races and the failures:
+
+- the cache cannot take the mark: the projection raises ``CacheUnavailable`` and does not
+  commit; it is retried (a wake-up or the sweep), so the read model lags instead of lying;
+- the cache fails after the commit (the mark is never deleted): the mark stays until it
+  expires, into the same fresh namespace; meanwhile that key is read from its table.
+  An evicted generation, or a ``cache.clear()``, also just starts a fresh namespace.
+
+This relies on one writer per key at a time, which holds: a projection changes its keys under
+its checkpoint row lock, and a replay's swap takes the same locks. Its one limit: if a mark is
+evicted (or outlives CHANGING_TTL_SECONDS) while its transaction is still open *and* the step
+after the commit fails too, so that a generation a reader started meanwhile survives, the answer a reader stored meanwhile is served until it expires
+(VALUE_TTL_SECONDS). A process that sees the cache fail reads the tables for a few seconds.
 
 A read is one round trip: one ``MGET`` of the generation, the epoch and the stamped answer
 (config/fastcache.py). A miss adds one ``SET`` of the freshly loaded answer.
@@ -17,6 +32,7 @@ A read is one round trip: one ``MGET`` of the generation, the epoch and the stam
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,7 +47,23 @@ logger = logging.getLogger(__name__)
 ALIAS = "readmodels"
 PREFIX = "rm:"
 VALUE_TTL_SECONDS = 300
+#: How long a mark outlives a transaction that never replaced it (rolled back, or the cache
+#: failed after the commit); the key is read from its table meanwhile.
+CHANGING_TTL_SECONDS = 60
 T = TypeVar("T")
+
+
+class CacheUnavailable(Exception):
+    """The cache could not be told that keys are about to change: the caller must not commit."""
+
+
+def _fresh_generation() -> int:
+    """Random, so that a re-created namespace never matches a stamp of an evicted one."""
+    return secrets.randbits(62) + 1
+
+
+def _is_mark(value: Any) -> bool:
+    return isinstance(value, int) and value < 0
 
 
 def _generation_key(kind: str, key: uuid.UUID | str | None) -> str:
@@ -41,13 +73,11 @@ def _generation_key(kind: str, key: uuid.UUID | str | None) -> str:
 EPOCH_KEY = f"{PREFIX}epoch"
 
 
-def _start_namespaces(keys: list[str]) -> list[int]:
+def _start_namespaces(keys: list[str]) -> list[int | None]:
     """Create the missing generation/epoch keys (rare: first use, eviction, ``cache.clear()``)."""
     for key in keys:
-        # time_ns makes a re-created namespace distinct from any that was evicted.
-        fastcache.add(key, time.time_ns(), timeout=None)
-    found = fastcache.get_many(keys)
-    return [0 if value is None else value for value in found]
+        fastcache.add(key, _fresh_generation(), timeout=None)
+    return fastcache.get_many(keys)
 
 
 _unavailable_until = 0.0
@@ -87,6 +117,8 @@ def cached(kind: str, key: uuid.UUID | str | None, variant: str, load: Callable[
     except Exception as exc:  # the cache is an optimisation, never a dependency
         _cache_down(exc)
         return load()
+    if generation is None or epoch is None or _is_mark(generation) or _is_mark(epoch):
+        return load()  # being changed (or lost this instant): the table's answer, stored nowhere
     stamp = (generation, epoch)
     if stored is not None and stored[0] == stamp:
         return stored[1]  # type: ignore[no-any-return]
@@ -98,25 +130,55 @@ def cached(kind: str, key: uuid.UUID | str | None, variant: str, load: Callable[
     return value
 
 
-def invalidate_on_commit(kind: str, keys: Iterable[uuid.UUID | str | None]) -> None:
-    """After the projection's transaction commits, move each key to a new generation."""
-    generation_keys = [_generation_key(kind, key) for key in keys]
-    if generation_keys:
-        transaction.on_commit(lambda: _bump(generation_keys), using=ALIAS)
+def invalidate_at_commit(kind: str, keys: Iterable[uuid.UUID | str | None]) -> None:
+    """Inside the projection's transaction on ``readmodels``: mark each key as changing now
+    (``CacheUnavailable`` if the cache cannot take it: do not commit), and clear the mark once
+    the transaction commits, so the key's next reader starts a new generation."""
+    _change([_generation_key(kind, key) for key in keys])
 
 
 def invalidate_everything() -> None:
-    """A new epoch: every cached read-model answer is stale (after a replay swapped tables)."""
-    _bump([EPOCH_KEY])
+    """A new epoch: every cached read-model answer is stale (a replay swapped tables). Call it
+    inside the transaction that swaps them, like :func:`invalidate_at_commit`; outside one it
+    takes effect at once."""
+    _change([EPOCH_KEY])
 
 
-def _bump(generation_keys: list[str]) -> None:
-    """``INCR`` each generation that exists, in one round trip; a missing one stays missing,
-    and its next reader starts a fresh namespace."""
-    try:
-        fastcache.incr_existing(generation_keys)
-    except Exception as exc:
+def _change(generation_keys: list[str]) -> None:
+    if not generation_keys:
+        return
+    mark = -_fresh_generation()  # this transaction's own
+    _with_one_retry(lambda: fastcache.set_many(dict.fromkeys(generation_keys, mark), timeout=CHANGING_TTL_SECONDS), failed=_refuse)
+    transaction.on_commit(lambda: _settle(generation_keys, mark), using=ALIAS)
+
+
+def _refuse(exc: Exception) -> None:
+    _cache_down(exc)
+    raise CacheUnavailable(f"cannot mark read-model keys as changing: {exc}") from exc
+
+
+def _settle(generation_keys: list[str], mark: int) -> None:
+    """After the commit, delete each key (our mark, or a generation a reader started after our
+    mark was lost) unless it holds another transaction's mark, which is left to that one."""
+
+    def failed(exc: Exception) -> None:
         _cache_down(exc)
+        logger.error("read-model cache: %d key(s) stay marked as changing, read from their tables for up to %ds: %s",
+                     len(generation_keys), CHANGING_TTL_SECONDS, exc)
+
+    _with_one_retry(lambda: fastcache.delete_unless_other_mark(generation_keys, mark=mark), failed=failed)
+
+
+def _with_one_retry(attempt: Callable[[], None], *, failed: Callable[[Exception], None]) -> None:
+    try:
+        attempt()
+        return
+    except Exception:  # noqa: BLE001 - a blip: once more, then ``failed`` decides
+        time.sleep(0.05)
+    try:
+        attempt()
+    except Exception as exc:  # the cache is an optimisation: ``failed`` says what that costs
+        failed(exc)
 
 
 def wait_for(probe: Callable[[], Any], *, timeout: float, interval: float = 0.05) -> Any:

@@ -342,8 +342,8 @@ def _created_customers(events: list[RecordedEvent]) -> list[uuid.UUID]:
 
 def order_summary_invalidate(written: dict[type[Model], list[Any]]) -> None:
     orders = written[models.OrderSummary]
-    cache.invalidate_on_commit("order", orders)
-    cache.invalidate_on_commit("orders", [None] if orders else [])
+    cache.invalidate_at_commit("order", orders)
+    cache.invalidate_at_commit("orders", [None] if orders else [])
 
 
 ORDER_SUMMARY_TYPES = frozenset({"CustomerCreated", *ORDER_STATE_AFTER})
@@ -425,7 +425,7 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
 
 
 def customer_credit_invalidate(written: dict[type[Model], list[Any]]) -> None:
-    cache.invalidate_on_commit("customer", written[models.CustomerCredit])
+    cache.invalidate_at_commit("customer", written[models.CustomerCredit])
 
 
 CUSTOMER_CREDIT_TYPES = frozenset({"CustomerCreated", "CreditReserved", "CreditReservationFailed", "CreditReleased", *ORDER_STATE_AFTER})

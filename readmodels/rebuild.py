@@ -274,7 +274,7 @@ def projections_rebuild(
             rows[replay.projection.name] = _copy_shadow_into_live(replay.projection, replay.target)
             checkpoint.position = replay.position
             checkpoint.save(update_fields=["position", "updated_at"])
-        transaction.on_commit(cache.invalidate_everything, using=ALIAS)
+        cache.invalidate_everything()  # marks now, a new epoch at commit
     for projection in projections:
         shadow_drop(projection)
     return [RebuildReport(projection=r.projection.name, events=r.events, position=r.position, rows=rows[r.projection.name], resumed_from=r.resumed_from, in_place=False) for r in replays]
@@ -293,7 +293,7 @@ def _rebuild_in_place(projections: list[Projection], *, batch_size: int, progres
                 live.objects.using(ALIAS).all().delete()
             checkpoint.position = 0
             checkpoint.save(update_fields=["position", "updated_at"])
-        transaction.on_commit(cache.invalidate_everything, using=ALIAS)
+        cache.invalidate_everything()  # marks now, a new epoch at commit
     # The live projections may run meanwhile: the checkpoint check in _advance notices it.
     replays = [_replay(p, Target(live=False), subscriber_name(p), empty=True, rows_in_memory=rows_in_memory) for p in projections]
     shadow_catch_up(replays, batch_size=batch_size, progress=progress)

@@ -3,13 +3,25 @@
 Reads are eventually consistent. A caller that must see its own write passes the version it
 got back as ``min_version``: the read then waits (up to ``READ_YOUR_WRITES_WAIT_SECONDS``) for
 the projection to reach it, and answers what it has after that.
+
+A wait holds its web process (a sync gunicorn worker serves one request at a time), so at most
+``READ_YOUR_WRITES_MAX_WAITERS`` requests wait at once on one machine: beyond that a read
+answers at once with what there is, and says so (``WAIT_NOT_WAITED``). A flood of waits for a
+version that never comes can then hold that many workers and no more; the others keep serving
+(bench/readyourwrites.py measures it). The slots are locks on files in ``RUN_DIR``, shared by
+every process of the machine and released by the kernel when a holder dies.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
+import os
+import tempfile
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -34,23 +46,66 @@ def _customer_row(customer_id: uuid.UUID) -> dict[str, Any] | None:
     return CustomerCredit.objects.using(ALIAS).filter(id=customer_id).values(*CUSTOMER_FIELDS).first()
 
 
-def _read(kind: str, key: uuid.UUID, load: Any, min_version: int | None) -> dict[str, Any] | None:
+#: What became of a ``min_version`` wait: the answer has the version (waited or not), the wait
+#: ran out without it, or it did not wait because enough requests already wait.
+WAIT_REACHED, WAIT_TIMED_OUT, WAIT_NOT_WAITED = "reached", "timed-out", "not-waited"
+
+
+def _read(kind: str, key: uuid.UUID, load: Any, min_version: int | None) -> tuple[dict[str, Any] | None, str | None]:
     row = cache.cached(kind, key, "row", lambda: load(key))
-    if min_version is not None and (row is None or row["version"] < min_version):
-        # Read-your-writes: wait for the projection, reading the table itself (not the cache).
-        row = _wait_for_row(load, key, lambda r: r["version"] >= min_version)
-    return row
+    if min_version is None:
+        return row, None
+    if row is not None and row["version"] >= min_version:
+        return row, WAIT_REACHED
+    # Read-your-writes: wait for the projection, reading the table itself (not the cache).
+    return _wait_for_row(load, key, lambda r: r["version"] >= min_version)
 
 
-def _wait_for_row(load: Callable[[uuid.UUID], dict[str, Any] | None], key: uuid.UUID, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    """Wait (up to ``READ_YOUR_WRITES_WAIT_SECONDS``) for ``load(key)`` to give a row that
-    satisfies ``until``; then answer what the table has."""
+@functools.cache
+def _slot_directory(run_dir: str) -> Path:
+    directory = Path(run_dir) / "read-your-writes"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only checkout: the machine's temporary directory, per user
+        directory = Path(tempfile.gettempdir()) / f"read-your-writes-{os.getuid()}"
+        directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@contextmanager
+def _wait_slot() -> Iterator[bool]:
+    """Hold one of this machine's ``READ_YOUR_WRITES_MAX_WAITERS`` wait slots (True), or
+    learn at once that all are taken (False). A slot is an exclusive ``flock`` on its file."""
+    directory = _slot_directory(str(settings.RUN_DIR))
+    for slot in range(settings.READ_YOUR_WRITES_MAX_WAITERS):
+        fd = os.open(directory / f"slot-{slot}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    yield False
+
+
+def _wait_for_row(load: Callable[[uuid.UUID], dict[str, Any] | None], key: uuid.UUID, until: Callable[[dict[str, Any]], bool]) -> tuple[dict[str, Any] | None, str]:
+    """Wait (up to ``READ_YOUR_WRITES_WAIT_SECONDS``, if a wait slot is free) for ``load(key)``
+    to give a row that satisfies ``until``; then answer what the table has, and how it went."""
 
     def probe() -> dict[str, Any] | None:
         row = load(key)
         return row if row is not None and until(row) else None
 
-    return cache.wait_for(probe, timeout=settings.READ_YOUR_WRITES_WAIT_SECONDS) or load(key)
+    with _wait_slot() as free:
+        if not free:
+            row = load(key)
+            return row, WAIT_REACHED if row is not None and until(row) else WAIT_NOT_WAITED
+        found = cache.wait_for(probe, timeout=settings.READ_YOUR_WRITES_WAIT_SECONDS)
+    return (found, WAIT_REACHED) if found else (load(key), WAIT_TIMED_OUT)
 
 
 def order_summary_read_ahead(order_id: str) -> AbstractContextManager[None]:
@@ -64,10 +119,20 @@ def order_summary_read_ahead(order_id: str) -> AbstractContextManager[None]:
 
 
 def order_summary_get(*, order_id: uuid.UUID, min_version: int | None = None) -> dict[str, Any] | None:
+    return order_summary_read(order_id=order_id, min_version=min_version)[0]
+
+
+def order_summary_read(*, order_id: uuid.UUID, min_version: int | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The row, and with ``min_version`` what became of its wait (``WAIT_*``)."""
     return _read("order", order_id, _order_row, min_version)
 
 
 def customer_credit_get(*, customer_id: uuid.UUID, min_version: int | None = None) -> dict[str, Any] | None:
+    return customer_credit_read(customer_id=customer_id, min_version=min_version)[0]
+
+
+def customer_credit_read(*, customer_id: uuid.UUID, min_version: int | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The row, and with ``min_version`` what became of its wait (``WAIT_*``)."""
     return _read("customer", customer_id, _customer_row, min_version)
 
 

@@ -1,8 +1,10 @@
-"""Invariant of the sagas context: every saga settles (COMPLETED, COMPENSATED or FAILED)."""
+"""Invariant of the sagas context: every saga settles (COMPLETED, COMPENSATED or FAILED); and
+which subjects (orders) have a saga in flight, which ``verify`` needs to judge the others."""
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.utils import timezone
 
@@ -26,3 +28,10 @@ def sagas_settled_check(*, settle_seconds: float = 30.0) -> CheckResult:
         for saga_id, saga_type, error in SagaInstance.objects.using(ALIAS).filter(state=SagaState.FAILED).values_list("id", "type", "last_error")
     ]
     return CheckResult(name="every saga is COMPLETED, COMPENSATED or FAILED", checked=SagaInstance.objects.using(ALIAS).count(), violations=violations)
+
+
+def active_sagas_by_subject() -> dict[uuid.UUID, tuple[uuid.UUID, str, str]]:
+    """subject (order) id -> (saga id, mode, state) of the saga RUNNING or COMPENSATING on it
+    (at most one per subject, by constraint)."""
+    active = SagaInstance.objects.using(ALIAS).filter(state__in=ACTIVE_STATES)
+    return {subject_id: (saga_id, mode, state) for subject_id, saga_id, mode, state in active.values_list("subject_id", "id", "mode", "state")}

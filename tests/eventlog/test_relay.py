@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
+from django.db import IntegrityError
+from django.utils import timezone
 
 from customers.models import CustomerEvent
 from customers.services import credit_reserve, customer_create
@@ -84,3 +87,41 @@ def test_concurrent_relays_of_one_outbox_copy_each_event_once_in_stream_order() 
 def test_unknown_outbox_is_a_clear_error() -> None:
     with pytest.raises(LookupError, match="no outbox named 'nope'"):
         outbox_relay("nope")
+
+
+def test_a_stream_version_already_taken_by_another_event_fails_loudly_and_marks_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """Only a true duplicate (the same ``event_id``) is skipped. A clash on ``(stream_id,
+    version)`` under another event id means two histories for one stream: copying would drop
+    one event silently and then mark it relayed, so the relay must stop there instead."""
+    customer = customer_create(name="Ada", credit_limit="1.00")
+    customer_create(name="Bob", credit_limit="1.00")
+    impostor = {"event_id": uuid.uuid4(), "stream_id": customer.id, "stream_type": "Customer", "version": 1, "type": "CustomerCreated",
+                "data": {}, "occurred_at": timezone.now(), "correlation_id": uuid.uuid4(), "causation_id": None, "saga_id": None}
+    log_append([impostor])
+    with caplog.at_level(logging.ERROR, logger="eventlog.relay"), pytest.raises(IntegrityError):
+        outbox_relay("customers")
+    # Nothing of the failing batch is marked, so nothing is lost: it is retried, and fails, until repaired.
+    assert outbox_backlog()["customers"] == 2
+    assert list(LogEvent.objects.using("eventlog").values_list("event_id", flat=True)) == [impostor["event_id"]]
+    assert any(str(customer.id) in record.getMessage() and record.levelno == logging.ERROR for record in caplog.records)
+
+
+def test_a_true_duplicate_in_a_batch_is_skipped_and_the_rest_of_the_batch_is_copied() -> None:
+    customers = [customer_create(name=f"C{i}", credit_limit="1.00") for i in range(3)]
+    outbox = outbox_get("customers")
+    log_append(outbox_pending(outbox, limit=3)[1:2])  # the middle one is already in the log
+    assert outbox_relay("customers") == 3
+    assert [stream for stream, _, _ in log_events()] == [customers[1].id, customers[0].id, customers[2].id]
+    assert outbox_backlog()["customers"] == 0
+
+
+def test_the_sweep_still_relays_the_other_outboxes_when_one_is_stuck_and_then_fails() -> None:
+    from eventlog.tasks import sweep
+
+    customer = customer_create(name="Ada", credit_limit="1.00")
+    order_create(customer_id=customer.id, total="1.00", mode="orchestration", context=MessageContext())
+    log_append([{"event_id": uuid.uuid4(), "stream_id": customer.id, "stream_type": "Customer", "version": 1, "type": "CustomerCreated",
+                 "data": {}, "occurred_at": timezone.now(), "correlation_id": uuid.uuid4(), "causation_id": None, "saga_id": None}])
+    with pytest.raises(IntegrityError):
+        sweep()
+    assert outbox_backlog() == {"customers": 1, "orders": 0}

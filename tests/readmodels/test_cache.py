@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from django.core.cache import cache as django_cache
-from django.db import connections
+from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from config import fastcache
 from eventlog.domain import MessageContext
+from eventlog.relay import outbox_relay
+from eventlog.subscriptions import subscriber_advance
 from orders.services import order_approve, order_create
 from readmodels import cache, selectors
+from readmodels.projections import PROJECTIONS, subscriber_name
 from readmodels.rebuild import projection_rebuild
+from tests.conftest import eventually
 from tests.readmodels.helpers import relay_and_project
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -150,21 +155,43 @@ def test_a_cached_read_is_one_redis_command_and_no_query(backend: str) -> None:
     assert min(counted) == 1 + 1  # our MGET, and the INFO that counted it
 
 
-def test_a_bump_never_creates_a_generation(backend: str) -> None:
+def test_a_change_never_creates_a_generation(backend: str) -> None:
     order_id = uuid.uuid4()
-    cache._bump([cache._generation_key("order", order_id)])
+    with transaction.atomic(using="readmodels"):
+        cache.invalidate_at_commit("order", [order_id])
     assert django_cache.get(f"{cache.PREFIX}gen:order:{order_id}") is None
 
 
 def test_an_answer_stored_under_an_older_generation_is_not_served() -> None:
     order_id = pending_order()
     selectors.order_summary_get(order_id=order_id)
-    cache._bump([cache._generation_key("order", order_id)])  # as a projection does after commit
+    with transaction.atomic(using="readmodels"):
+        cache.invalidate_at_commit("order", [order_id])  # as a projection does, before it commits
+        with CaptureQueriesContext(connections["readmodels"]) as queries:
+            assert selectors.order_summary_get(order_id=order_id) is not None
+        assert len(queries) == 1  # marked as changing: read from the table
     with CaptureQueriesContext(connections["readmodels"]) as queries:
         assert selectors.order_summary_get(order_id=order_id) is not None
     assert len(queries) == 1  # a miss: read from the table, stored under the new generation
     with CaptureQueriesContext(connections["readmodels"]) as queries:
         assert selectors.order_summary_get(order_id=order_id) is not None
+    assert len(queries) == 0
+
+
+def test_a_mark_left_by_a_rolled_back_transaction_expires_into_a_fresh_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    order_id = pending_order()
+    selectors.order_summary_get(order_id=order_id)
+    monkeypatch.setattr(cache, "CHANGING_TTL_SECONDS", 0.2)
+    with pytest.raises(RuntimeError), transaction.atomic(using="readmodels"):
+        cache.invalidate_at_commit("order", [order_id])
+        raise RuntimeError("rolled back")
+    with CaptureQueriesContext(connections["readmodels"]) as queries:
+        selectors.order_summary_get(order_id=order_id)
+    assert len(queries) == 1  # still marked: the table
+    eventually(lambda: django_cache.get(f"{cache.PREFIX}gen:order:{order_id}") is None, timeout=5, message="the mark to expire")
+    selectors.order_summary_get(order_id=order_id)  # a fresh namespace, then cached again
+    with CaptureQueriesContext(connections["readmodels"]) as queries:
+        selectors.order_summary_get(order_id=order_id)
     assert len(queries) == 0
 
 
@@ -179,3 +206,64 @@ def test_an_unreachable_cache_reads_the_tables(monkeypatch: pytest.MonkeyPatch) 
         assert row is not None and row["state"] == "PENDING"
         assert cache._unavailable_until > 0  # the next reads go straight to the tables for a while
         assert selectors.order_summary_get(order_id=order_id) is not None
+
+
+@contextmanager
+def cache_refusing(*, at_once: bool = True) -> Iterator[Callable[[], None]]:
+    """The cache's Redis refuses every command of the cache's user (a real ``ACL SETUSER
+    default -@all``, issued through a second user) until the block ends: from the start, or
+    from when the yielded ``refuse`` is called (a test hands it to ``on_commit`` to fail the
+    projection's post-commit step, which comes right after). Readers get the cache back after."""
+    import redis
+
+    client = fastcache._redis().client  # type: ignore[union-attr]
+    pool = client.connection_pool
+    client.execute_command("ACL", "SETUSER", "test-admin", "on", ">admin", "~*", "&*", "+@all")
+    admin = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **{**pool.connection_kwargs, "username": "test-admin", "password": "admin"}))
+
+    def refuse() -> None:
+        admin.execute_command("ACL", "SETUSER", "default", "-@all")
+
+    if at_once:
+        refuse()
+    try:
+        yield refuse
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+@all")
+        client.execute_command("ACL", "DELUSER", "test-admin")
+        admin.close()
+
+
+def approved_but_cached_as_pending() -> uuid.UUID:
+    order_id = pending_order()
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # cached
+    order_approve(order_id=order_id, context=MessageContext())
+    outbox_relay("orders")
+    return order_id
+
+
+def test_a_bump_that_fails_after_the_projection_committed_never_leaves_the_old_answer_servable(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend != "redis":
+        pytest.skip("makes the real Redis refuse")
+    order_id = approved_but_cached_as_pending()
+    with cache_refusing(at_once=False) as refuse, transaction.atomic(using="readmodels"):
+        transaction.on_commit(refuse, using="readmodels")  # runs before the projection's own callbacks
+        subscriber_advance(subscriber_name(PROJECTIONS["order_summary"]))  # commits, then cannot bump
+    # Read as another process would, one that never saw the error (this one stops using the
+    # cache for a while when it sees one), with the cache reachable again.
+    monkeypatch.setattr(cache, "_unavailable_until", 0.0)
+    for _ in range(2):
+        row = selectors.order_summary_get(order_id=order_id)
+        assert row is not None and row["state"] == "APPROVED"
+
+
+def test_a_projection_that_cannot_reach_the_cache_before_it_commits_does_not_commit(backend: str) -> None:
+    if backend != "redis":
+        pytest.skip("makes the real Redis refuse")
+    order_id = approved_but_cached_as_pending()
+    name = subscriber_name(PROJECTIONS["order_summary"])
+    with cache_refusing(), pytest.raises(cache.CacheUnavailable):
+        subscriber_advance(name)
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # the table is behind, and so is the cache
+    subscriber_advance(name)  # the retry (the sweep's) once the cache answers
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "APPROVED"  # type: ignore[index]

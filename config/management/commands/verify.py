@@ -15,7 +15,8 @@ EXAMPLES = 20
 class Command(BaseCommand):
     help = (
         "Verify the invariants: state rows equal the fold of their events; stream versions are 1..n; "
-        "every outbox event is in the log exactly once; credit matches the orders; each read model "
+        "every outbox event is in the log exactly once; reserved credit = the totals of each customer's APPROVED "
+        "and CANCEL_PENDING orders (exactly, for orders with no saga in flight), never twice for one order; each read model "
         "equals a fresh replay of the log. Exits 1 if anything is violated."
     )
 

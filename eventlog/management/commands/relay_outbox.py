@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from eventlog.relay import outbox_backlog, outbox_relay, outboxes
+from eventlog.relay import StreamVersionConflict, outbox_backlog, outbox_relay, outboxes
 from eventlog.selectors import log_head
 from eventlog.subscriptions import subscriber_advance, subscriber_lag, subscribers
 
@@ -28,7 +28,10 @@ class Command(BaseCommand):
         sources = [options["source"]] if options["source"] else [o.source for o in outboxes()]
         backlog = outbox_backlog()
         for source in sources:
-            relayed = outbox_relay(source, batch_size=options["batch_size"])
+            try:
+                relayed = outbox_relay(source, batch_size=options["batch_size"])
+            except StreamVersionConflict as exc:
+                raise CommandError(f"{source}: {exc}") from exc
             self.stdout.write(f"{source}: relayed {relayed} event(s) ({backlog[source]} were pending)")
         self.stdout.write(f"log head: position {log_head()}")
         if options["advance"]:
