@@ -221,3 +221,22 @@ def test_a_handler_that_keeps_failing_parks_its_event_the_trace_shows_it_and_a_r
     assert saga is not None and saga["state"] == "COMPLETED"
     assert order(other_id).state in ("APPROVED", "REJECTED")
     assert ALL_PASSED in verify()
+
+
+def test_relays_and_subscribers_running_in_any_order_converge_on_the_same_outcome() -> None:
+    """The outboxes are relayed independently and each subscriber runs on its own schedule, so
+    events of different streams reach each reader in any interleaving: the end is the same."""
+    customer = customer_create(name="Ada", credit_limit="15.00")
+    first, first_flow = place(customer.id, "10.00")
+    second, second_flow = place(customer.id, "10.00")
+    for _ in range(6):  # the trace first, the orders before the customers, the customers' outbox first
+        outbox_relay("customers")
+        subscriber_advance(TRACE)
+        subscriber_advance("orders.choreography")
+        outbox_relay("orders")
+        subscriber_advance("customers.choreography")
+    settle()
+    assert (order(first).state, order(second).state) == ("APPROVED", "REJECTED")  # the log's order decides
+    assert [name for name, _, _ in steps(first_flow)] == ["OrderCreated", "CreditReserved", "OrderApproved"]
+    assert [name for name, _, _ in steps(second_flow)] == ["OrderCreated", "CreditReservationFailed", "OrderRejected"]
+    assert ALL_PASSED in verify()
