@@ -93,7 +93,12 @@ def credit(api: Api, customer_id: str, *, reserved: str) -> dict[str, Any]:
 
 def step_message(step: Any) -> dict[str, Any]:
     """The command message of a saga step, rebuilt from its row (``sagas_sagastep``), as an
-    operator re-sends one by hand: same command id, the step's current attempt."""
+    operator re-sends one by hand: same command id, the step's current attempt, and for a
+    compensation the command id of the forward step it undoes."""
+    compensates = None
+    if step.kind == "compensation":
+        forward = type(step).objects.using("sagas").filter(saga_id=step.saga_id, index=step.index, kind="forward").values_list("command_id", flat=True).first()
+        compensates = str(forward) if forward else None
     return {
         "command_id": str(step.command_id),
         "name": step.command,
@@ -103,7 +108,7 @@ def step_message(step: Any) -> dict[str, Any]:
         "reply_to": "sagas.saga_reply",
         "step": step.name,
         "attempt": step.attempts,
-        "compensates": None,
+        "compensates": compensates,
     }
 
 

@@ -92,7 +92,7 @@ def test_a_pool_child_killed_mid_step_is_requeued_by_its_parent(api: Api, saga_s
         # new child, on the same attempt (no deadline has passed, the sweep re-sent nothing).
         again = eventually(lambda: (task := running("customers", reserve.command_id)) and int(task["worker_pid"]) != child and task, message="credit_reserve to run again in a new child")
         assert again["id"] == first["id"]
-        assert log_mentions(saga_system, "worker-customers", f"pid:{child} exited with 'signal 9 (SIGKILL)'")
+        eventually(lambda: log_mentions(saga_system, "worker-customers", f"pid:{child} exited with 'signal 9 (SIGKILL)'"), message="the worker to log its child's death")
         reserve.refresh_from_db()
         assert (reserve.status, reserve.attempts) == ("WAITING", 1)
     saga = api.settled_saga(placed["saga_id"], timeout=60)
