@@ -183,6 +183,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- Sagas --------------------------------------------------------------------------------
 #: Multiplies every saga step timeout and retry backoff (tests and demos run faster with 0.1).
 SAGA_TIME_SCALE = env.float("SAGA_TIME_SCALE", default=1.0)
+#: How long a compensatable step or the pivot keeps retrying a transient failure (a database or
+#: the broker unreachable, no reply by the deadline) before the saga gives it up and
+#: compensates. An outage shorter than this never decides a saga. Scaled by SAGA_TIME_SCALE.
+SAGA_OUTAGE_BUDGET_SECONDS = env.float("SAGA_OUTAGE_BUDGET_SECONDS", default=900.0)
 
 # --- Cache --------------------------------------------------------------------------------
 # Read-model queries are cached, and every process must see one cache (a projection in a worker

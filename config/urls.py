@@ -15,12 +15,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from config.health import healthz, readyz
 from customers.apis import CustomerCreateApi
 from eventlog.apis import EventListApi, StreamDetailApi
+from orders.apis import OrderCancelApi, OrderPlaceApi
 from readmodels.apis import CustomerDetailApi, OrderDetailApi, OrderListApi, ProjectionListApi
-from sagas.apis import OrderCancelApi, OrderPlaceApi, SagaDetailApi, SagaListApi
+from sagas.apis import SagaDetailApi, SagaListApi
 
 
 class OrderCollectionApi(OrderListApi, OrderPlaceApi):
-    """GET lists orders (readmodels), POST places one (the create-order saga, in sagas)."""
+    """GET lists orders (readmodels), POST places one, in any mode (orders)."""
 
 
 api = [

@@ -1,4 +1,8 @@
-"""HTTP commands of the customers context (queries live in readmodels.apis)."""
+"""HTTP commands of the customers context (queries live in readmodels.apis).
+
+The ``Location`` of a new customer names its version (``?min_version=1``): a client that
+follows it waits for the read model to show the customer instead of getting a 404.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import MoneyField, StrictSerializer
 from customers.domain import NAME_MAX_LENGTH
 from customers.services import customer_create
+from eventlog.http import MoneyField, StrictSerializer
 
 
 class CustomerCreateApi(APIView):
@@ -32,4 +36,4 @@ class CustomerCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         customer = customer_create(**serializer.validated_data)
         body = CustomerCreateApi.OutputSerializer(customer).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/customers/{customer.id}/"})
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/customers/{customer.id}/?min_version={customer.version}"})

@@ -13,3 +13,7 @@ class CustomersConfig(AppConfig):
         from eventlog.relay import outbox_register
 
         outbox_register(source="customers", model=CustomerEvent, alias=ALIAS)
+
+        from customers import choreography
+
+        choreography.register()

@@ -12,6 +12,7 @@ from decimal import Decimal
 from eventlog.domain import Aggregate, DomainError, DomainEvent, money, positive_money
 
 INSUFFICIENT_CREDIT = "INSUFFICIENT_CREDIT"
+UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,32 @@ class Customer(Aggregate):
                 pass
             case _:
                 raise TypeError(f"Customer cannot apply {event.type}")
+
+
+class CreditCheck(Aggregate):
+    """The answer to a choreographed order whose customer this context does not know.
+
+    ``CreditReservationFailed`` belongs on the customer's stream, but an unknown customer has
+    none, and inventing one would make a Customer stream without ``CustomerCreated``. So the
+    refusal gets a stream of its own, one per order (``credit_check_id``), with that one event.
+    """
+
+    stream_type = "CreditCheck"
+
+    @classmethod
+    def unknown_customer(cls, *, order_id: uuid.UUID, amount: Decimal | str) -> CreditCheck:
+        check = cls(credit_check_id(order_id))
+        check._record(CreditReservationFailed(order_id=order_id, amount=positive_money(amount), reason=UNKNOWN_CUSTOMER))
+        return check
+
+    def apply(self, event: DomainEvent) -> None:
+        if not isinstance(event, CreditReservationFailed):
+            raise TypeError(f"CreditCheck cannot apply {event.type}")
+
+
+#: Namespace of the credit-check streams (uuid5 of the order id): stable, and never an order's id.
+CREDIT_CHECK_NAMESPACE = uuid.UUID("6f1c2b7e-3d4a-5e9f-8a0b-1c2d3e4f5a6b")
+
+
+def credit_check_id(order_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(CREDIT_CHECK_NAMESPACE, str(order_id))

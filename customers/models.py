@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from eventlog.models import Checkpoint, OutboxEvent, ProcessedCommand
+from eventlog.models import Checkpoint, OutboxEvent, ParkedEvent, ProcessedCommand
 
 MONEY = {"max_digits": 14, "decimal_places": 2}
 
@@ -53,3 +53,20 @@ class CustomersCheckpoint(Checkpoint):
 
 class CustomersProcessedCommand(ProcessedCommand):
     """Commands this context has handled (saga steps), with their replies."""
+
+
+class ChoreographedOrder(models.Model):
+    """An order this context reserved credit for in a choreography: what its cancel releases.
+
+    Written by the choreography handler in the same transaction as the reservation, so the
+    handler of ``OrderCancelRequested`` (an event without payload) knows the order is its own
+    and not an orchestrated saga's, whose cancel saga releases the credit itself.
+    """
+
+    order_id = models.UUIDField(primary_key=True)
+    customer_id = models.UUIDField()
+    total = models.DecimalField(**MONEY)
+
+
+class CustomersParkedEvent(ParkedEvent):
+    """Events this context's choreography handler failed on (counted, then parked)."""

@@ -10,12 +10,11 @@ from typing import Any
 
 from celery import shared_task
 
+from customers.domain import UNKNOWN_CUSTOMER
 from customers.models import CustomersProcessedCommand
 from customers.repository import ALIAS
 from customers.services import CustomerNotFound, credit_release, credit_reserve
 from eventlog.commands import REFUSED, Command, Refused, Reply, command_handle
-
-UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
 
 
 def _credit_reserve(command: Command) -> dict[str, Any] | Reply:

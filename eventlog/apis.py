@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import parse_int, parse_uuid
-from config.errors import NotFound
+from eventlog.errors import NotFound
+from eventlog.http import parse_int, parse_uuid
 from eventlog.selectors import log_head, log_read, log_stream
 
 MAX_LIMIT = 1000

@@ -7,7 +7,19 @@ transaction as the effects, so a redelivered command gets the same reply and cha
 
 Outcomes: ``ok``; ``refused`` (a business answer, final, recorded: insufficient credit, unknown
 customer, a state that forbids the action); ``error`` (a technical failure, not recorded: the
-orchestrator retries the same command id with backoff).
+orchestrator retries the same command id with backoff). An error reply says whether it was
+*transient* (the database unreachable or locked: it will pass by itself) and which attempt
+it answers, so a late error of an old attempt cannot fail a newer one.
+
+**Tombstones.** A compensation names the forward command it undoes (``compensates``). In the
+compensation's transaction the participant inserts the processed-command row of that forward
+command, with the reply ``refused: COMPENSATED``. If the forward command had already run, its
+row exists, the insert does nothing, and the compensation undoes its effects. If it had not,
+the row is the tombstone: the compensation has nothing to undo and succeeds as a no-op, and the
+forward command, should it arrive later (a late or redelivered copy), fails to record itself,
+rolls back whole and answers ``refused: COMPENSATED``. The primary key decides the race between
+the two, on SQLite and PostgreSQL alike, so a late command can never act after its saga
+compensated (tests/eventlog/test_commands.py, tests/e2e/).
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from eventlog.domain import DomainError, MessageContext
@@ -32,6 +44,10 @@ logger = logging.getLogger(__name__)
 OK = "ok"
 REFUSED = "refused"
 ERROR = "error"
+#: The reason a tombstone gives a forward command that arrives after its compensation.
+COMPENSATED = "COMPENSATED"
+#: Failures that pass by themselves: the database unreachable, a failover, a lock timeout.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 class Refused(Exception):
@@ -51,6 +67,10 @@ class Command:
     correlation_id: uuid.UUID
     reply_to: str | None
     step: str = ""
+    #: Which send of the step this is (1-based): replies echo it.
+    attempt: int = 1
+    #: On a compensation: the id of the forward command it undoes (see Tombstones above).
+    compensates: uuid.UUID | None = None
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Command:
@@ -62,6 +82,8 @@ class Command:
             correlation_id=uuid.UUID(message["correlation_id"]),
             reply_to=message.get("reply_to"),
             step=message.get("step", ""),
+            attempt=int(message.get("attempt") or 1),
+            compensates=uuid.UUID(message["compensates"]) if message.get("compensates") else None,
         )
 
     def to_message(self) -> dict[str, Any]:
@@ -73,6 +95,8 @@ class Command:
             "correlation_id": str(self.correlation_id),
             "reply_to": self.reply_to,
             "step": self.step,
+            "attempt": self.attempt,
+            "compensates": str(self.compensates) if self.compensates else None,
         }
 
     @property
@@ -87,16 +111,20 @@ class Reply:
     data: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     error: str | None = None
+    #: On an ``error``: the failure will pass by itself (see ``TRANSIENT_ERRORS``).
+    transient: bool = False
 
     def to_message(self, command: Command) -> dict[str, Any]:
         return {
             "command_id": str(command.command_id),
             "saga_id": str(command.saga_id) if command.saga_id else None,
             "step": command.step,
+            "attempt": command.attempt,
             "outcome": self.outcome,
             "data": self.data,
             "reason": self.reason,
             "error": self.error,
+            "transient": self.transient,
         }
 
 
@@ -133,8 +161,9 @@ def command_handle(*, message: dict[str, Any], alias: str, processed: type[Proce
             _reply_now(command, recorded)
             return recorded
     except Exception as exc:  # technical: not recorded, the orchestrator retries this command id
-        logger.warning("command %s %s failed: %s", command.name, command.command_id, exc, exc_info=True)
-        reply = Reply(ERROR, error=f"{type(exc).__name__}: {exc}"[:500])
+        transient = isinstance(exc, TRANSIENT_ERRORS)
+        logger.warning("command %s %s attempt %d failed (%s): %s", command.name, command.command_id, command.attempt, "transient" if transient else "not transient", exc, exc_info=not transient)
+        reply = Reply(ERROR, error=f"{type(exc).__name__}: {exc}"[:500], transient=transient)
         _reply_now(command, reply)
         return reply
 
@@ -147,6 +176,10 @@ class _Refusal(Exception):
 
 def _handle_and_record(command: Command, alias: str, processed: type[ProcessedCommand], handler: Handler, refusals: tuple[type[Exception], ...]) -> Reply:
     with transaction.atomic(using=alias):
+        if command.compensates is not None and _tombstone(command, alias, processed):
+            reply = Reply(OK, data={"tombstone": True, "note": "the forward command never took effect: nothing to undo, and it is refused if it arrives"})
+            _record(command, alias, processed, reply)
+            return reply
         try:
             result = handler(command)
         except Refused as refusal:  # leaving the block rolls the handler's writes back
@@ -177,6 +210,23 @@ def _record(command: Command, alias: str, processed: type[ProcessedCommand], rep
     insert_rows(processed, alias, [row])
     if command.reply_to:
         send_task_on_commit(command.reply_to, using=alias, args=(reply.to_message(command),))
+
+
+def _tombstone(command: Command, alias: str, processed: type[ProcessedCommand]) -> bool:
+    """Claim the forward command's record for the compensation; ``True`` if it was free.
+
+    ``ON CONFLICT DO NOTHING`` waits for a forward command that is recording itself right now
+    (PostgreSQL) and then does nothing: the compensation sees its effects and undoes them.
+    """
+    assert command.compensates is not None
+    row = {
+        "command_id": command.compensates,
+        "name": f"tombstone: {command.name} {command.command_id}"[:100],
+        "saga_id": command.saga_id,
+        "reply": {"outcome": REFUSED, "data": {}, "reason": COMPENSATED, "error": f"compensated by {command.name} before this command took effect", "transient": False},
+        "processed_at": timezone.now(),
+    }
+    return insert_rows(processed, alias, [row], on_conflict_ignore=True) == 1
 
 
 def _recorded(command: Command, alias: str, processed: type[ProcessedCommand]) -> Reply | None:

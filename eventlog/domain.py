@@ -23,7 +23,14 @@ MONEY_MAX = Decimal("999999999999.99")
 
 
 class DomainError(Exception):
-    """A command broke a business rule; nothing was recorded."""
+    """A command broke a business rule; nothing was recorded.
+
+    ``conflict``: the rule is about the state the aggregate is in (a semantic lock, "not now"),
+    not about the input; the API answers 409 instead of 400. Each error says so itself, so the
+    one exception handler needs to know no context.
+    """
+
+    conflict: ClassVar[bool] = False
 
 
 class InvalidAmount(DomainError):

@@ -7,7 +7,8 @@ them (``"customers.credit_reserve"``) and the router sends each to its context's
 Wake-ups ("there is new work in the database, go and look") are idempotent, so they are
 coalesced. ``wake_on_commit`` hands them to a per-process notifier thread, off the request's
 thread, which sends each distinct wake-up at most once per ``WAKE_COALESCE_SECONDS`` window
-across *all* processes: a flag in the shared Redis cache (``SET NX PX``) marks the window.
+across *all* processes: a flag in the shared cache marks the window (``WindowFlags``: Django's
+default cache unless the wiring plugs in something sharper, as config does with ``SET NX PX``).
 A wake-up that finds the window taken is not dropped but tried again when the window has
 passed (a trailing edge): if the flag is then free it is sent; if not, someone claimed it
 *after* our commit, and the message that claim sends makes the task look at the database
@@ -15,6 +16,10 @@ after our commit too. So every commit is followed by a run of the task no later 
 one window later, and a burst of hundreds of commits costs a few relay runs instead of one
 each. Without a shared Redis cache each process coalesces on its own. Commands that carry
 data use ``send_task_on_commit`` and are sent one by one.
+
+The kernel imports no wiring: tasks go out through Celery's default app (the one the process
+runs, ``celery -A config.celery_app``, which makes itself the default for every thread), and the
+window flags through the small ``WindowFlags`` interface below.
 
 When the broker is unreachable, sends stop trying for ``BROKER_BACKOFF_SECONDS`` after a
 failure, so that a broker outage costs a business transaction nothing but a log line.
@@ -27,8 +32,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from celery import current_app
+from django.core.cache import caches
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -43,8 +51,6 @@ def _broker_backing_off() -> bool:
 
 def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None, expires: Any = None) -> bool:
     """Send a task by name now; ``False`` (and one warning) if the broker could not take it."""
-    from config.celery_app import app
-
     if _broker_backing_off():
         return False
     options: dict[str, Any] = {"retry": True, "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}}
@@ -53,7 +59,7 @@ def send_task(name: str, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] |
     if expires is not None:
         options["expires"] = expires
     try:
-        app.send_task(name, args=args, kwargs=kwargs or {}, **options)
+        current_app.send_task(name, args=args, kwargs=kwargs or {}, **options)
     except Exception as exc:  # the broker being down must never fail the business transaction
         _state.down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         logger.warning("broker unreachable (%s); not sending %s for %.0fs, the periodic sweep will pick the work up", exc, name, BROKER_BACKOFF_SECONDS)
@@ -80,19 +86,36 @@ def _window() -> float:
     return float(getattr(settings, "WAKE_COALESCE_SECONDS", 0.25))
 
 
+#: Sets a flag unless it is set: ``(key, value, timeout_seconds) -> True if it was free``. The
+#: timeout is a fraction of a second, so a backend must keep it to the millisecond to coalesce
+#: well; one that cannot still gives correct wake-ups, only more of them.
+WindowFlags = Callable[[str, Any, float], bool]
+
+
+def _django_cache_add(key: str, value: Any, timeout: float) -> bool:
+    return bool(caches["default"].add(key, value, timeout))
+
+
+_window_flags: WindowFlags = _django_cache_add
+
+
+def window_flags_use(flags: WindowFlags) -> None:
+    """Where the wake-up windows are marked (the wiring plugs in its fast Redis ``SET NX PX``)."""
+    global _window_flags
+    _window_flags = flags
+
+
 def _claim(wake_up: WakeUp, window: float) -> bool:
     """``True`` if this process owns the current window of ``wake_up`` and should send.
 
-    The window is a key in the default cache (``SET NX PX`` through config.fastcache): shared
-    by every process when the cache is Redis, per process otherwise.
+    The window is a flag in the shared cache (``WindowFlags``): shared by every process when
+    the cache is Redis, per process otherwise.
     """
     if window <= 0:
         return True
-    from config import fastcache
-
     name, args, _ = wake_up
     try:
-        return fastcache.add("wake-window:" + ":".join([name, *map(str, args)]), os.getpid(), timeout=window)
+        return _window_flags("wake-window:" + ":".join([name, *map(str, args)]), os.getpid(), window)
     except Exception:  # the cache unreachable: no coalescing, sending is always safe
         return True
 

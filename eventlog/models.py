@@ -112,3 +112,36 @@ class ProcessedCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.command_id}"
+
+
+class ParkedEvent(models.Model):
+    """An event a subscriber's handler failed on: counted while it is retried, then parked.
+
+    A handler that keeps failing on one event must not hold up the rest of the log for ever.
+    Each failure is counted here, in the same transaction that keeps the checkpoint just before
+    the event; after ``Subscriber.max_failures`` the event is *parked* (``parked_at``) and the
+    subscriber moves past it. An operator retries it (``manage.py retry_parked_events``) once the
+    cause is fixed; ``resolved_at`` records when the retry succeeded.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    subscriber = models.CharField(max_length=100)
+    position = models.BigIntegerField()
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=64)
+    correlation_id = models.UUIDField(db_index=True)
+    saga_id = models.UUIDField(null=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    parked_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ("position",)
+        constraints = [models.UniqueConstraint(fields=("subscriber", "position"), name="%(app_label)s_parked_subscriber_position")]
+
+    def __str__(self) -> str:
+        return f"{self.subscriber} @ {self.position} {self.event_type} ({'parked' if self.parked_at else 'failing'})"

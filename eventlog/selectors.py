@@ -34,6 +34,11 @@ def log_head() -> int:
     return LogEvent.objects.using(EVENTLOG_ALIAS).aggregate(head=Max("position"))["head"] or 0
 
 
+def log_event(event_id: uuid.UUID) -> RecordedEvent | None:
+    row = LogEvent.objects.using(EVENTLOG_ALIAS).filter(event_id=event_id).first()
+    return recorded_from_row(row) if row is not None else None
+
+
 def log_stream(stream_id: uuid.UUID) -> list[RecordedEvent]:
     rows = LogEvent.objects.using(EVENTLOG_ALIAS).filter(stream_id=stream_id).order_by("version")
     return [recorded_from_row(row) for row in rows]

@@ -4,19 +4,29 @@ A subscriber reads the log after its checkpoint and, in **one transaction of its
 database**, applies a batch of events and moves its checkpoint past them. Delivery (a Celery
 message after each relay, and the periodic sweep) is at-least-once; effects are exactly-once,
 because a second run of the same batch finds the checkpoint already past it.
+
+A subscriber with a ``parked_model`` (the choreography handlers) handles each event in a
+savepoint of that transaction. A failure that is transient (the database unreachable) rolls
+the batch back and is simply tried again. Any other failure is counted, in the same transaction
+that keeps the checkpoint just before the failing event, and the batch stops there; the sweep
+tries again. After ``max_failures`` the event is parked (``eventlog.models.ParkedEvent``) and the
+subscriber moves past it, so one bad event delays its own flow, never the rest of the log.
+``parked_retry`` runs a parked event again for an operator.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 
 from eventlog.domain import RecordedEvent
-from eventlog.models import Checkpoint
-from eventlog.selectors import log_head, log_read
+from eventlog.models import Checkpoint, ParkedEvent
+from eventlog.selectors import log_event, log_head, log_read
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +45,9 @@ class Subscriber:
     checkpoint_model: type[Checkpoint]
     handle: Handler
     types: frozenset[str] | None = None
+    #: Set: each event is handled on its own, and one that keeps failing is parked here.
+    parked_model: type[ParkedEvent] | None = None
+    max_failures: int = 5
 
 
 _subscribers: dict[str, Subscriber] = {}
@@ -96,12 +109,99 @@ def subscribers_advance_batch(group: Sequence[Subscriber], *, batch_size: int, u
                 continue
             mine = events if checkpoint.position == after else [e for e in events if e.position > checkpoint.position]  # type: ignore[operator]
             wanted = mine if subscriber.types is None else [e for e in mine if e.type in subscriber.types]
-            if wanted:
+            stop = None
+            if wanted and subscriber.parked_model is not None:
+                stop = _handle_one_by_one(subscriber, wanted)
+            elif wanted:
                 subscriber.handle(wanted)
-            checkpoint.position = last
+            checkpoint.position = last if stop is None else stop
             checkpoint.save(update_fields=["position", "updated_at"])
-            consumed[i] = len(mine)
+            consumed[i] = len(mine) if stop is None else len([e for e in mine if e.position <= stop])  # type: ignore[operator]
+            if stop is not None:
+                last = min(last, stop)
         return last, consumed
+
+
+def _handle_one_by_one(subscriber: Subscriber, events: list[RecordedEvent]) -> int | None:
+    """Handle each event in a savepoint; on a failure that is not transient, count it (or park
+    the event) and return the position to stop just before, or ``None`` if all went through."""
+    from eventlog.commands import TRANSIENT_ERRORS  # commands builds on this module's kernel
+    from eventlog.domain import ConcurrencyError
+
+    parked = subscriber.parked_model
+    assert parked is not None
+    for event in events:
+        try:
+            with transaction.atomic(using=subscriber.alias):
+                subscriber.handle([event])
+                # It may have failed before: it is through now (an index lookup when it had not).
+                parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())
+        except (*TRANSIENT_ERRORS, ConcurrencyError):
+            raise  # the database is going away, or another writer won: roll back, try again later
+        except Exception as exc:
+            now = timezone.now()
+            record, _ = parked.objects.using(subscriber.alias).get_or_create(
+                subscriber=subscriber.name,
+                position=event.position,
+                defaults={"event_id": event.event_id, "event_type": event.type, "correlation_id": event.correlation_id, "saga_id": event.saga_id, "first_failed_at": now, "last_failed_at": now},
+            )
+            record.attempts += 1
+            record.error = f"{type(exc).__name__}: {exc}"[:2000]
+            record.last_failed_at = now
+            if record.attempts >= subscriber.max_failures:
+                record.parked_at = now
+                logger.error("%s parked event %s (%s) after %d failures: %s", subscriber.name, event.position, event.type, record.attempts, record.error)
+            else:
+                logger.warning("%s failed on event %s (%s), attempt %d: %s", subscriber.name, event.position, event.type, record.attempts, record.error)
+            record.save(using=subscriber.alias)
+            if record.parked_at is None:
+                assert event.position is not None
+                return event.position - 1
+    return None
+
+
+def parked_events(*, subscriber: str | None = None, correlation_id: uuid.UUID | None = None, saga_id: uuid.UUID | None = None, unresolved: bool = True) -> list[ParkedEvent]:
+    """Failing and parked events of every subscriber that parks (or of one), oldest first."""
+    found: list[ParkedEvent] = []
+    for candidate in subscribers():
+        if candidate.parked_model is None or (subscriber is not None and candidate.name != subscriber):
+            continue
+        queryset = candidate.parked_model.objects.using(candidate.alias).filter(subscriber=candidate.name)
+        if correlation_id is not None:
+            queryset = queryset.filter(correlation_id=correlation_id)
+        if saga_id is not None:
+            queryset = queryset.filter(saga_id=saga_id)
+        if unresolved:
+            queryset = queryset.filter(resolved_at__isnull=True)
+        found += list(queryset)
+    return sorted(found, key=lambda row: row.first_failed_at)
+
+
+def parked_retry(record: ParkedEvent) -> str | None:
+    """Run a parked event's handler again, for an operator; ``None`` on success, else the error.
+
+    The handler's effects and the record's ``resolved_at`` are written in one transaction, so
+    a retry that succeeds cannot run twice.
+    """
+    subscriber = subscriber_get(record.subscriber)
+    assert subscriber.parked_model is not None
+    event = log_event(record.event_id)
+    if event is None:
+        return f"event {record.event_id} is not in the log"
+    try:
+        with transaction.atomic(using=subscriber.alias):
+            fresh = subscriber.parked_model.objects.using(subscriber.alias).select_for_update().get(pk=record.pk)
+            if fresh.resolved_at is not None:
+                return None
+            subscriber.handle([event])
+            fresh.attempts += 1
+            fresh.resolved_at = timezone.now()
+            fresh.save(using=subscriber.alias, update_fields=["attempts", "resolved_at"])
+            return None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        subscriber.parked_model.objects.using(subscriber.alias).filter(pk=record.pk).update(error=error, last_failed_at=timezone.now())
+        return error
 
 
 def subscriber_advance(name: str, *, batch_size: int = 1000) -> int:

@@ -13,3 +13,7 @@ class OrdersConfig(AppConfig):
         from orders.repository import ALIAS
 
         outbox_register(source="orders", model=OrderEvent, alias=ALIAS)
+
+        from orders import choreography
+
+        choreography.register()

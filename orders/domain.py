@@ -73,6 +73,8 @@ class OrderCancelReverted(DomainEvent):
 class InvalidOrderState(DomainError):
     """The order is not in a state that allows this command (HTTP 409)."""
 
+    conflict = True
+
     def __init__(self, order_id: uuid.UUID, state: OrderState, action: str) -> None:
         super().__init__(f"order {order_id} is {state}; cannot {action}")
         self.order_id = order_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from eventlog.models import Checkpoint, OutboxEvent, ProcessedCommand
+from eventlog.models import Checkpoint, OutboxEvent, ParkedEvent, ProcessedCommand
 from orders.domain import OrderMode, OrderState, RejectionReason
 
 
@@ -36,3 +36,7 @@ class OrdersCheckpoint(Checkpoint):
 
 class OrdersProcessedCommand(ProcessedCommand):
     """Commands this context has handled (saga steps), with their replies."""
+
+
+class OrdersParkedEvent(ParkedEvent):
+    """Events this context's choreography handler failed on (counted, then parked)."""

@@ -11,8 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import MoneyField, page_body, parse_int, parse_uuid
-from config.errors import ApplicationError, NotFound
+from eventlog.errors import ApplicationError, NotFound
+from eventlog.http import MoneyField, page_body, parse_int, parse_uuid
 from readmodels import selectors
 
 ORDER_STATES = ("PENDING", "APPROVED", "REJECTED", "CANCEL_PENDING", "CANCELLED")

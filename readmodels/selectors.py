@@ -107,11 +107,3 @@ def projection_status() -> list[dict[str, Any]]:
         )
     return status
 
-
-def order_summary_fresh(*, order_id: uuid.UUID, until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
-    """The table itself, past the cache: for a command's pre-check (the cancel's 409).
-
-    With ``until``, wait (up to ``READ_YOUR_WRITES_WAIT_SECONDS``) for a row that satisfies it,
-    and answer what the table has after that.
-    """
-    return _order_row(order_id) if until is None else _wait_for_row(_order_row, order_id, until)

@@ -6,3 +6,8 @@ class SagasConfig(AppConfig):
 
     name = "sagas"
     verbose_name = "Sagas"
+
+    def ready(self) -> None:
+        from sagas import checks, trace  # noqa: F401  (checks registers the system checks)
+
+        trace.register()

@@ -11,14 +11,22 @@ the log, and sends the command only after commit. Nothing waits in memory:
 The same ``command_id`` is used for every attempt of a step, so a participant that did
 the work but whose reply was lost answers the re-send from its record, without acting twice.
 
-Failure semantics:
+Failure semantics (the step roles are declared in sagas/definitions.py):
 
-- A business refusal compensates the completed steps in reverse, one at a time, each
-  confirmed before the next.
-- A technical failure (an error reply, a timeout) is retried with backoff per the step's
-  policy, then compensates.
-- A compensation that exhausts its retries leaves the saga FAILED, for an operator
-  (``saga_retry``).
+- A business refusal of a compensatable step or the pivot compensates the completed steps in
+  reverse, one at a time, each confirmed before the next.
+- A technical failure (an error reply, no reply by the deadline) is retried with capped
+  backoff and the same command id. A *transient* one (the participant's database unreachable,
+  no reply) gives up a compensatable step or the pivot only once it has lasted
+  ``SAGA_OUTAGE_BUDGET_SECONDS``: then the step's outcome is unknown, so it is compensated
+  with the steps before it (tombstones, eventlog/commands.py, make that safe). A failure that
+  is not transient gives up after the policy's ``max_attempts``.
+- Retriable steps (after the pivot) are retried until they succeed and never compensated: the
+  saga stays RUNNING, and shows as stuck with its last error, for as long as that takes.
+- Compensations are retried until they succeed. Only one that keeps failing for a reason that
+  is not transient (or is refused) ends the saga FAILED, for an operator (``saga_retry``).
+- An attempt counts when its command is sent: a send the broker did not take is given back
+  and tried again. Replies name their attempt, and an error of an older attempt is ignored.
 """
 
 from __future__ import annotations
@@ -37,9 +45,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from eventlog.commands import ERROR, OK, REFUSED, Command
-from eventlog.messaging import send_task_on_commit
+from eventlog.messaging import BROKER_BACKOFF_SECONDS, send_task
 from eventlog.sql import insert_rows
-from sagas.definitions import Data, SagaDefinition, Step, definition_get
+from sagas.definitions import Data, Role, SagaDefinition, Step, definition_get
 from sagas.models import SagaInstance, SagaLogEntry, SagaState, SagaStep, StepKind, StepStatus
 
 logger = logging.getLogger(__name__)
@@ -49,7 +57,7 @@ REPLY_TASK = "sagas.saga_reply"
 OPEN_STEP_STATUSES = (StepStatus.WAITING, StepStatus.RETRY_WAIT)
 #: What a transition may change; the rest of a row is written once, when it is created.
 SAGA_MUTABLE = ("state", "version", "updated_at", "ended_at", "last_error", "data")
-STEP_MUTABLE = ("status", "attempts", "due_at", "ended_at", "error", "reply", "command_id")
+STEP_MUTABLE = ("status", "attempts", "attempts_before_retry", "due_at", "ended_at", "error", "reply", "command_id")
 
 
 class SagaConflict(Exception):
@@ -106,6 +114,11 @@ def _save_step(step: SagaStep) -> None:
 
 
 def _send(saga: SagaInstance, step: SagaStep) -> None:
+    """Send the step's current attempt after commit; if the broker does not take it, the
+    attempt is given back (``_unsent``) so that attempts count real sends."""
+    compensates = None
+    if step.kind == StepKind.COMPENSATION:
+        compensates = SagaStep.objects.using(ALIAS).filter(saga_id=saga.id, index=step.index, kind=StepKind.FORWARD).values_list("command_id", flat=True).first()
     command = Command(
         command_id=step.command_id,
         name=step.command,
@@ -114,10 +127,42 @@ def _send(saga: SagaInstance, step: SagaStep) -> None:
         correlation_id=saga.correlation_id,
         reply_to=REPLY_TASK,
         step=step.name,
+        attempt=step.attempts,
+        compensates=compensates,
     )
-    # The command expires with its attempt: a copy delivered after the deadline (a worker that
-    # was down, a requeued message) is discarded by Celery instead of acting late.
-    send_task_on_commit(step.command, using=ALIAS, args=(command.to_message(),), expires=step.due_at)
+    step_id, attempt, due_at = step.id, step.attempts, step.due_at
+
+    def send() -> None:
+        # The command expires with its attempt: a copy taken by a worker after the deadline (a
+        # worker that was down, a requeued message) is discarded. One taken before it but
+        # committing after it is answered from the participant's record or refused by a
+        # tombstone, so it can do no harm either.
+        if not send_task(command.name, args=(command.to_message(),), expires=due_at):
+            _unsent(step_id, attempt)
+
+    transaction.on_commit(send, using=ALIAS)
+
+
+def _unsent(step_id: int, attempt: int) -> None:
+    """The broker did not take attempt ``attempt``: it does not count; send it again soon."""
+    try:
+        with _transition():
+            step = SagaStep.objects.using(ALIAS).filter(id=step_id).first()
+            saga = _lock(step.saga_id) if step is not None else None
+            if saga is None or step is None:
+                return
+            step.refresh_from_db(using=ALIAS)
+            if step.status != StepStatus.WAITING or step.attempts != attempt:
+                return  # already answered, or moved on
+            step.attempts -= 1
+            step.status = StepStatus.RETRY_WAIT
+            step.due_at = timezone.now() + dt.timedelta(seconds=BROKER_BACKOFF_SECONDS)
+            step.error = "the broker did not take the command; it is sent again when the broker is back"
+            _save_step(step)
+            _log(saga, "send_failed", f"{step.command} attempt {attempt} not sent (broker unreachable); it does not count", step=step)
+            _save(saga, last_error=f"{step.name}: {step.error}")
+    except Exception:  # the sagas database may be down too: the step's deadline covers it
+        logger.warning("could not record an unsent command (step %s attempt %s); its deadline will re-send it", step_id, attempt, exc_info=True)
 
 
 def _dispatch(saga: SagaInstance, index: int, kind: StepKind) -> SagaStep:
@@ -219,33 +264,51 @@ def _compensate_from(saga: SagaInstance, index: int) -> None:
     _log(saga, "compensated")
 
 
-def _technical_failure(saga: SagaInstance, step: SagaStep, error: str) -> None:
+def _outage_budget() -> dt.timedelta:
+    return _scaled(settings.SAGA_OUTAGE_BUDGET_SECONDS)
+
+
+def _gives_up(saga: SagaInstance, step: SagaStep, *, transient: bool) -> bool:
+    """Whether this failure ends the step's retries (see the module docstring)."""
+    definition_step = _definition(saga).step(step.index)
+    exhausted = step.attempts - step.attempts_before_retry >= definition_step.retry.max_attempts
+    if step.kind == StepKind.COMPENSATION:
+        return exhausted and not transient  # a compensation waits out any outage
+    if definition_step.role == Role.RETRIABLE:
+        return False  # past the point of no return: finish, however long it takes
+    return exhausted and (not transient or timezone.now() - step.started_at >= _outage_budget())
+
+
+def _technical_failure(saga: SagaInstance, step: SagaStep, error: str, *, transient: bool) -> None:
     policy = _definition(saga).step(step.index).retry
     step.error = error[:2000]
-    if step.attempts < policy.max_attempts:
+    what = "transient" if transient else "not transient"
+    if not _gives_up(saga, step, transient=transient):
         step.status = StepStatus.RETRY_WAIT
         step.due_at = timezone.now() + _scaled(policy.delay(step.attempts))
         _save_step(step)
-        _log(saga, "retry_wait", f"attempt {step.attempts} failed: {error}", step=step)
-        _save(saga)
+        _log(saga, "retry_wait", f"attempt {step.attempts} failed ({what}): {error}", step=step)
+        _save(saga, last_error=f"{step.name}: {error}"[:2000])
         return
     step.status = StepStatus.FAILED
     step.due_at = None
     step.ended_at = timezone.now()
     _save_step(step)
-    _log(saga, "gave_up", f"after {step.attempts} attempts: {error}", step=step)
+    _log(saga, "gave_up", f"after {step.attempts} attempts ({what}): {error}", step=step)
     if step.kind == StepKind.FORWARD:
         saga.last_error = f"{step.name}: {error}"[:2000]
         # The last attempt's outcome is unknown (it may have done the work and lost its reply),
-        # so this step is compensated too; compensations are idempotent.
-        if _definition(saga).step(step.index).compensation is not None:
-            _dispatch(saga, step.index, StepKind.COMPENSATION)
-            _save(saga, state=SagaState.COMPENSATING)
-        else:
-            _compensate_from(saga, step.index - 1)
+        # so this step is compensated too. If it never took effect, its compensation is a
+        # no-op that leaves a tombstone, which refuses the forward command should it arrive.
+        _dispatch(saga, step.index, StepKind.COMPENSATION)
+        _save(saga, state=SagaState.COMPENSATING)
     else:
-        _save(saga, state=SagaState.FAILED, last_error=f"compensation {step.name}: {error}"[:2000])
-        _log(saga, "failed", "needs an operator: manage.py recover_sagas --retry " + str(saga.id))
+        _fail(saga, f"compensation {step.name}: {error}")
+
+
+def _fail(saga: SagaInstance, error: str) -> None:
+    _save(saga, state=SagaState.FAILED, last_error=error[:2000])
+    _log(saga, "failed", "needs an operator: manage.py recover_sagas --retry " + str(saga.id))
 
 
 def _lock(saga_id: uuid.UUID) -> SagaInstance | None:
@@ -259,12 +322,19 @@ def saga_reply_handle(reply: dict[str, Any]) -> str:
         if saga is None:
             return "unknown saga"
         step = SagaStep.objects.using(ALIAS).filter(saga=saga, command_id=uuid.UUID(reply["command_id"])).first()
-        # A reply to a step in RETRY_WAIT is welcome: the failed attempt may have done the work.
+        # A success or refusal is welcome from any attempt, in RETRY_WAIT too: the failed
+        # attempt may have done the work after all.
         if step is None or step.status not in OPEN_STEP_STATUSES:
             return "ignored"
         outcome = reply["outcome"]
         if outcome == ERROR:
-            _technical_failure(saga, step, reply.get("error") or "error")
+            attempt = int(reply.get("attempt") or step.attempts)
+            if step.status != StepStatus.WAITING or attempt != step.attempts:
+                # An error of an attempt that already failed (by its deadline) or an older one:
+                # it says nothing about the attempt in flight.
+                _log(saga, "stale_error", f"attempt {attempt} (now {step.attempts}, {step.status}): {reply.get('error')}", step=step)
+                return "ignored"
+            _technical_failure(saga, step, reply.get("error") or "error", transient=bool(reply.get("transient")))
             return "retrying"
         now = timezone.now()
         step.reply = {k: reply.get(k) for k in ("outcome", "data", "reason", "error")}
@@ -272,8 +342,9 @@ def saga_reply_handle(reply: dict[str, Any]) -> str:
         step.due_at = None
         if outcome == OK:
             step.status = StepStatus.SUCCEEDED
+            step.error = ""
             _save_step(step)
-            _log(saga, "succeeded", step=step)
+            _log(saga, "succeeded", f"attempt {reply.get('attempt') or step.attempts}", step=step)
             if step.kind == StepKind.FORWARD:
                 _forward_done(saga, step)
             else:
@@ -284,11 +355,15 @@ def saga_reply_handle(reply: dict[str, Any]) -> str:
             step.error = reply.get("error") or reply.get("reason") or "refused"
             _save_step(step)
             _log(saga, "refused", f"{reply.get('reason')}: {reply.get('error')}", step=step)
-            if step.kind == StepKind.COMPENSATION:
-                _save(saga, state=SagaState.FAILED, last_error=f"compensation {step.name} refused: {step.error}")
-                _log(saga, "failed", "a compensation was refused; needs an operator")
-                return "failed"
             refused: Step = _definition(saga).step(step.index)
+            if step.kind == StepKind.COMPENSATION:
+                _fail(saga, f"compensation {step.name} refused: {step.error}")
+                return "failed"
+            if refused.role == Role.RETRIABLE:
+                # Past the pivot nothing may be undone, and the participant says no: only an
+                # operator can tell why (the step's participant and the saga disagree).
+                _fail(saga, f"{step.name} (retriable, after the pivot) refused: {step.error}")
+                return "failed"
             if refused.on_refused is not None:
                 saga.data = refused.on_refused(saga.data, reply.get("reason") or "")
             saga.last_error = f"{step.name} refused: {reply.get('reason')}"
@@ -313,7 +388,7 @@ def saga_step_due(step_id: int) -> str:
             return "not due"
         if step.status == StepStatus.WAITING:
             timeout = _definition(saga).step(step.index).timeout * settings.SAGA_TIME_SCALE
-            _technical_failure(saga, step, f"no reply within {timeout:.1f}s (timed out)")
+            _technical_failure(saga, step, f"attempt {step.attempts}: no reply within {timeout:.1f}s (timed out)", transient=True)
             return "timed out"
         step.status = StepStatus.WAITING
         step.attempts += 1
@@ -344,26 +419,28 @@ def saga_sweep() -> dict[str, int]:
 
 
 def saga_retry(saga_id: uuid.UUID) -> SagaInstance:
-    """An operator retries a FAILED saga: its failed compensation runs again, fresh attempts."""
+    """An operator retries a FAILED saga: its failed step (a compensation, or a refused
+    retriable step) is sent again, with a fresh retry budget."""
     with _transition():
         saga = _lock(saga_id)
         if saga is None:
             raise LookupError(f"no saga {saga_id}")
         if saga.state != SagaState.FAILED:
             raise SagaConflict(f"saga {saga_id} is {saga.state}; only a FAILED saga can be retried")
-        step = SagaStep.objects.using(ALIAS).filter(saga=saga, kind=StepKind.COMPENSATION).exclude(status=StepStatus.SUCCEEDED).order_by("-id").first()
+        step = SagaStep.objects.using(ALIAS).filter(saga=saga, status__in=(StepStatus.FAILED, StepStatus.REFUSED)).order_by("-id").first()
         if step is None:
-            raise SagaConflict(f"saga {saga_id} has no failed compensation to retry")
+            raise SagaConflict(f"saga {saga_id} has no failed step to retry")
         now = timezone.now()
         if step.status == StepStatus.REFUSED:
             # The participant recorded its refusal under the old id; ask afresh.
             step.command_id = uuid.uuid4()
         step.status = StepStatus.WAITING
-        step.attempts = 1
+        step.attempts += 1
+        step.attempts_before_retry = step.attempts - 1
         step.ended_at = None
         step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
         _save_step(step)
-        _save(saga, state=SagaState.COMPENSATING, ended_at=None)
-        _log(saga, "operator_retry", f"{step.command} attempt 1 (same command id)", step=step)
+        _save(saga, state=SagaState.COMPENSATING if step.kind == StepKind.COMPENSATION else SagaState.RUNNING, ended_at=None)
+        _log(saga, "operator_retry", f"{step.command} attempt {step.attempts}", step=step)
         _send(saga, step)
         return saga

@@ -51,6 +51,10 @@ class SagaInstance(models.Model):
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
+    #: A choreographed flow's awaited step (sagas/trace.py): the event expected next, from
+    #: which context and subscriber, since when; its deadline is a column, to find stuck flows.
+    awaiting = models.JSONField(null=True, blank=True)
+    awaiting_deadline = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -72,7 +76,10 @@ class SagaStep(models.Model):
     command_id = models.UUIDField(unique=True)
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=StepStatus.choices)
+    #: Sends of this step's command so far (an attempt counts when its command is sent).
     attempts = models.PositiveIntegerField(default=1)
+    #: ``attempts`` when an operator last retried the step: its retry budget starts again there.
+    attempts_before_retry = models.PositiveIntegerField(default=0)
     #: WAITING: when the reply is overdue; RETRY_WAIT: when to send again.
     due_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField()
@@ -104,6 +111,25 @@ class SagaLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%H:%M:%S} {self.step} {self.event}"
+
+
+class TraceEvent(models.Model):
+    """One event of a choreographed flow, as the trace saw it in the log (its steps)."""
+
+    saga = models.ForeignKey(SagaInstance, on_delete=models.CASCADE, related_name="trace")
+    position = models.BigIntegerField()
+    event_id = models.UUIDField(unique=True)
+    type = models.CharField(max_length=64)
+    context = models.CharField(max_length=32)
+    stream_id = models.UUIDField()
+    occurred_at = models.DateTimeField()
+    causation_id = models.UUIDField(null=True)
+
+    class Meta:
+        ordering = ("position",)
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.type} ({self.context})"
 
 
 class IdempotencyRecord(models.Model):

@@ -6,6 +6,8 @@
 #   scripts/services.sh stop          [DIR]   stop both (no error if not running)
 #   scripts/services.sh restart-pg    [DIR]   stop + start PostgreSQL, same port, same data
 #   scripts/services.sh restart-redis [DIR]   stop + start Redis, same port
+#   scripts/services.sh stop-redis    [DIR]   stop Redis only (a broker outage, for tests)
+#   scripts/services.sh start-redis   [DIR]   start it again, same port
 #   scripts/services.sh status        [DIR]   report; exit 0 only if both are running
 #
 # DIR defaults to <repo root>/var/services. Load the environment with:
@@ -44,7 +46,7 @@ die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 trap 'rc=$?; printf "[services] ERROR: unexpected failure (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2; exit "$rc"' ERR
 
 usage() {
-    sed -n '3,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -501,6 +503,19 @@ cmd_restart_redis() {
     log "Redis restarted on port $REDIS_PORT"
 }
 
+cmd_stop_redis() {
+    need_state
+    redis_stop
+    log "Redis stopped (port $REDIS_PORT)"
+}
+
+cmd_start_redis() {
+    command -v redis-server >/dev/null || die "redis-server missing; run start first"
+    need_state
+    redis_start
+    log "Redis started on port $REDIS_PORT"
+}
+
 cmd_status() {
     local rc=0
     if pg_running; then
@@ -525,6 +540,8 @@ case $CMD in
     stop) cmd_stop ;;
     restart-pg) cmd_restart_pg ;;
     restart-redis) cmd_restart_redis ;;
+    stop-redis) cmd_stop_redis ;;
+    start-redis) cmd_start_redis ;;
     status) cmd_status ;;
     -h | --help | help) usage ;;
     *) log "unknown command: $CMD"; usage ;;

@@ -11,4 +11,5 @@ set -a
 # shellcheck source=/dev/null
 source "$DIR/env.sh"
 set +a
+export SAGA_TEST_TIER=postgresql  # tests/tier_guard.py: a PostgreSQL-only test may not skip here
 .venv/bin/python -m pytest "$@"

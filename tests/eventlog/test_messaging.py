@@ -79,3 +79,17 @@ def test_a_forked_child_starts_with_a_notifier_of_its_own() -> None:
             os._exit(0 if messaging._notifier._lock.acquire(timeout=2) and not messaging._notifier._deferred else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_thread_of_its_own_sends_through_the_project_app() -> None:
+    """The kernel sends through ``celery.current_app``, which is thread-local: the notifier's
+    thread must still find the project's app (its routes, its broker), not Celery's fallback."""
+    import threading
+
+    from celery import current_app
+
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(current_app._get_current_object()))
+    thread.start()
+    thread.join()
+    assert seen == [celery_app]

@@ -1,4 +1,9 @@
-"""The one error hierarchy every API answer uses: ``{"message": ..., "extra": {...}}``."""
+"""The one error hierarchy of the API: what a caller can act on, with its HTTP status.
+
+Every context's API raises these (the kernel owns them, so no context imports the wiring);
+``config.api.exception_handler`` renders them as ``{"message": ..., "extra": {...}}``. Domain
+refusals are ``eventlog.domain.DomainError``s, which say themselves whether they are a conflict.
+"""
 
 from __future__ import annotations
 

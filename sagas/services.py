@@ -1,0 +1,70 @@
+"""The orchestrator's public use cases: start the saga that places an order, or cancels one.
+
+Other contexts never import this module; the composition root (``config/apps.py``) plugs these
+functions into the orders context's ``orders.workflows`` table, whose protocols they satisfy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from eventlog.errors import ApplicationError, Conflict
+from eventlog.http import IDEMPOTENCY_HEADER, IdempotencyKey
+from sagas.engine import ALIAS, SagaConflict, saga_start
+from sagas.models import IdempotencyRecord
+
+
+@dataclass(frozen=True)
+class SagaStarted:
+    order_id: uuid.UUID
+    saga_id: uuid.UUID
+    #: A repeat of an earlier request (same ``Idempotency-Key``): this is the first one's saga.
+    replayed: bool = False
+
+
+def order_saga_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal, mode: str, idempotency: IdempotencyKey | None) -> SagaStarted:
+    """Start the create-order saga; its first step creates the PENDING order.
+
+    With ``idempotency``, the record of this start is written in the same transaction as the
+    saga, so a crash cannot leave a saga without its record or a record without its saga; a
+    repeat of the request answers with the first start.
+    """
+
+    def start() -> SagaStarted:
+        data = {"order_id": str(order_id), "customer_id": str(customer_id), "total": f"{total:.2f}", "mode": mode}
+        saga = saga_start(saga_type="create_order", subject_id=order_id, data=data)
+        return SagaStarted(order_id=order_id, saga_id=saga.id)
+
+    if idempotency is None:
+        return start()
+    records = IdempotencyRecord.objects.using(ALIAS)
+    for _ in range(2):
+        existing = records.filter(user_id=idempotency.user_id, key=idempotency.key).first()
+        if existing is not None:
+            if existing.fingerprint != idempotency.fingerprint:
+                raise ApplicationError(f"This {IDEMPOTENCY_HEADER} was used with a different request.", {"key": idempotency.key})
+            return SagaStarted(order_id=uuid.UUID(existing.body["id"]), saga_id=uuid.UUID(existing.body["saga_id"]), replayed=True)
+        try:
+            with transaction.atomic(using=ALIAS):
+                started = start()
+                body = {"id": str(started.order_id), "saga_id": str(started.saga_id)}
+                records.create(user_id=idempotency.user_id, key=idempotency.key, fingerprint=idempotency.fingerprint, status_code=202, body=body, headers={}, created_at=timezone.now())
+                return started
+        except IntegrityError:
+            continue  # a concurrent request with the same key won: answer with its record
+    raise Conflict(f"A request with this {IDEMPOTENCY_HEADER} is in progress; try again.", {"key": idempotency.key})
+
+
+def order_saga_cancel(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal) -> SagaStarted:
+    """Start the cancel-order saga; ``Conflict`` if another saga holds the order."""
+    data = {"order_id": str(order_id), "customer_id": str(customer_id), "total": f"{total:.2f}"}
+    try:
+        saga = saga_start(saga_type="cancel_order", subject_id=order_id, data=data)
+    except SagaConflict as exc:
+        raise Conflict(str(exc), {"order_id": str(order_id)}) from None
+    return SagaStarted(order_id=order_id, saga_id=saga.id)
