@@ -150,13 +150,34 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "saga_env(**variables): extra environment variables for the processes of saga_system (they win over its defaults)")
+
+
 @pytest.fixture
-def saga_system(broker_url: str, tmp_path: Path) -> Iterator[Stack]:
+def saga_system(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """The whole system as ``make run`` starts it (workers, beat, web), on the test databases,
-    with saga timeouts and backoff scaled down (x0.2) and a fast sweep. ``stack.base_url``."""
+    with saga timeouts and backoff scaled down (x0.2) and a fast sweep. ``stack.base_url``.
+
+    A test passes extra environment variables to every process (workers, beat, web, and the
+    ones it starts later through ``stack.start_worker``) with the ``saga_env`` marker; they
+    win over the defaults here::
+
+        @pytest.mark.saga_env(SAGA_TIME_SCALE="10", SAGA_OUTAGE_BUDGET_SECONDS="1")
+        def test_something(api, saga_system): ...
+
+    Values must be strings. The test process itself keeps its own settings: the marker
+    changes only what the system's processes see. Each process writes its output to
+    ``<tmp_path>/log/<name>.log`` (``task_outcome`` in tests/e2e/helpers.py reads them).
+    """
     purge_queues()
     env = worker_env(broker_url)
     env.update({"SAGA_TIME_SCALE": "0.2", "SWEEP_INTERVAL_SECONDS": "0.5", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"})
+    for marker in reversed(list(request.node.iter_markers("saga_env"))):  # the closest marker wins
+        assert not marker.args, "saga_env takes keyword arguments only: saga_env(NAME='value')"
+        for name, value in marker.kwargs.items():
+            assert isinstance(value, str), f"saga_env {name}: environment values are strings, got {value!r}"
+            env[name] = value
     stack = Stack(env=env, run_dir=tmp_path / "run", log_dir=tmp_path / "log", echo=False)
     port = free_port()
     try:
