@@ -17,6 +17,7 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 from config.launcher import Stack
+from config.verify import CHECKS
 from tests.conftest import eventually
 
 TERMINAL_SAGA = ("COMPLETED", "COMPENSATED", "FAILED")
@@ -77,7 +78,7 @@ def assert_verify_passes() -> None:
     # Projections catch up within the sweep; verify compares them with a replay at their position.
     call_command("relay_outbox", "--advance", stdout=StringIO())
     call_command("verify", stdout=out)
-    assert "All 7 invariant checks passed." in out.getvalue(), out.getvalue()
+    assert f"All {len(CHECKS)} invariant checks passed." in out.getvalue(), out.getvalue()
 
 
 def credit(api: Api, customer_id: str, *, reserved: str) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from django.core.management import call_command
 from django.db import connections
 
 from config.launcher import Stack
-from customers.models import CreditReservation
+from customers.models import CreditReservation, CustomersProcessedCommand
 from customers.models import Customer as CustomerRow
 from orders.models import Order, OrderEvent
-from sagas.models import SagaStep
+from sagas.models import SagaInstance, SagaStep
 from tests.conftest import eventually, purge_queues
 from tests.e2e.helpers import Api, assert_verify_passes, credit
 
@@ -143,7 +143,8 @@ def test_a_compensation_that_keeps_failing_ends_failed_and_an_operator_retry_com
     assert_verify_passes()
 
 
-def test_a_step_timeout_fires_from_the_database_deadline(api: Api, saga_system: Stack) -> None:
+@pytest.mark.saga_env(SAGA_OUTAGE_BUDGET_SECONDS="5")  # x0.2: the pivot gives up after 1 s and 5 attempts
+def test_a_pivot_whose_outcome_stays_unknown_is_compensated_and_tombstoned(api: Api, saga_system: Stack) -> None:
     customer = api.customer("50.00")
     saga_system.processes["worker-customers"].kill()  # credit_reserve is never answered
     placed = api.order(customer, "5.00")
@@ -153,8 +154,10 @@ def test_a_step_timeout_fires_from_the_database_deadline(api: Api, saga_system: 
 
     step = eventually(reserve_gave_up, timeout=90, message="the reserve step to time out 5 times")
     assert step.attempts == 5 and "timed out" in step.error
-    # Its outcome is unknown, so it is compensated too; the customers worker comes back, the
-    # expired copies of credit_reserve are discarded, and the compensations run.
+    # Its outcome is unknown, so it is compensated too, and the compensation waits for the
+    # customers worker however long it is away: the saga is COMPENSATING, never FAILED.
+    eventually(lambda: SagaStep.objects.using("sagas").filter(saga_id=placed["saga_id"], name="reserve_credit", kind="compensation", attempts__gte=2).exists(), timeout=60, message="the release to be retried")
+    assert SagaInstance.objects.using("sagas").get(id=placed["saga_id"]).state == "COMPENSATING"
     saga_system.start_worker("customers")
     saga_system.wait_ready(timeout=60)
     saga = api.settled_saga(placed["saga_id"], timeout=90)
@@ -162,7 +165,10 @@ def test_a_step_timeout_fires_from_the_database_deadline(api: Api, saga_system: 
     assert [(s["name"], s["kind"], s["status"]) for s in saga["steps"]][-2:] == [("reserve_credit", "compensation", "SUCCEEDED"), ("create_order", "compensation", "SUCCEEDED")]
     order = api.settled_order(placed["id"])
     assert (order["state"], order["rejection_reason"]) == ("REJECTED", None)
-    time.sleep(2)  # any late copy of the reserve command would have run by now
+    # The release found no reservation and left a tombstone under the reserve's command id, in
+    # its own transaction: no copy of the reserve, whenever it comes, can hold credit now.
+    tombstone = CustomersProcessedCommand.objects.using("customers").get(command_id=step.command_id)
+    assert tombstone.reply["reason"] == "COMPENSATED"
     assert CustomerRow.objects.using("customers").get(id=customer).credit_reserved == Decimal("0.00")
     assert not CreditReservation.objects.using("customers").exists()
     assert_verify_passes()
