@@ -128,8 +128,9 @@ def outbox_mark_relayed(outbox: Outbox, rows: list[dict[str, Any]]) -> None:
     outbox.model.objects.using(outbox.alias).filter(id__in=[row["id"] for row in rows]).update(relayed_at=timezone.now())
 
 
-def outbox_relay(source: str, *, batch_size: int = 1000) -> int:
-    """Relay everything pending in one outbox; returns how many events were copied.
+def outbox_relay(source: str, *, batch_size: int = 1000, relayed_types: set[str] | None = None) -> int:
+    """Relay everything pending in one outbox; returns how many events were copied, and adds
+    their types to ``relayed_types`` when given (so the caller wakes only who takes them).
 
     Order: copy a batch into the log (committed), then mark it relayed. A crash in between
     leaves rows unmarked; the next run copies them again and the log ignores the duplicates.
@@ -145,6 +146,8 @@ def outbox_relay(source: str, *, batch_size: int = 1000) -> int:
         log_append(rows)
         outbox_mark_relayed(outbox, rows)
         relayed += len(rows)
+        if relayed_types is not None:
+            relayed_types.update(row["type"] for row in rows)
         if len(rows) < batch_size:
             break
     if relayed:
