@@ -140,3 +140,37 @@ signals.worker_ready.connect(_profile_start, weak=False)
 signals.worker_shutdown.connect(_profile_stop, weak=False)
 signals.worker_process_init.connect(_profile_start, weak=False)
 signals.worker_process_shutdown.connect(_profile_stop, weak=False)
+
+
+# --- the kernel's tasks, with their argument and result (BENCH_TASK_LOG) -------------------------
+# The workers' "succeeded in" lines name a task but not its argument, and one task name
+# (``eventlog.subscriber_advance``) serves every subscriber of the log, so the saga bench cannot
+# tell from them which subscriber ran, how often, or how many events a run consumed. With
+# ``BENCH_TASK_LOG`` set, each ``eventlog.*`` task pushes ``{name, arg, result, started, seconds}``
+# onto ``TASKS_KEY`` (the same Redis database as ``DONE_KEY``): one RPUSH per relay or subscriber
+# run, none for the saga's commands and replies or the floor's hops.
+
+TASKS_KEY = "bench:tasks"
+_task_started: dict[str, tuple[float, float]] = {}
+
+
+def _task_prerun(task_id: str | None = None, sender: Any = None, **_: Any) -> None:
+    if task_id and os.environ.get("BENCH_TASK_LOG") and getattr(sender, "name", "").startswith("eventlog."):
+        _task_started[task_id] = (time.time(), time.perf_counter())
+
+
+def _task_postrun(task_id: str | None = None, sender: Any = None, args: Any = None, retval: Any = None, **_: Any) -> None:
+    started = _task_started.pop(task_id or "", None)
+    if started is None:
+        return
+    seconds = time.perf_counter() - started[1]
+    entry = {"name": sender.name, "arg": args[0] if args else None, "result": retval if isinstance(retval, int) else None,
+             "started": started[0], "seconds": seconds}
+    try:
+        _done_client().rpush(TASKS_KEY, json.dumps(entry))
+    except Exception:  # a bench instrument must never fail a task
+        pass
+
+
+signals.task_prerun.connect(_task_prerun, weak=False)
+signals.task_postrun.connect(_task_postrun, weak=False)
