@@ -174,3 +174,44 @@ def _task_postrun(task_id: str | None = None, sender: Any = None, args: Any = No
 
 signals.task_prerun.connect(_task_prerun, weak=False)
 signals.task_postrun.connect(_task_postrun, weak=False)
+
+
+# --- diagnostic: the relay wakes only the subscribers that want what it relayed (BENCH_WAKE_BY_TYPE) ---
+# A measurement of a proposed product change, not the product: ``eventlog.relay`` wakes every
+# subscriber of the log after each run, whatever it copied, so a subscriber whose wake-up window
+# an uninteresting event just took has to wait for the window's trailing edge when the event it
+# does want arrives. With ``BENCH_WAKE_BY_TYPE`` set, the relay task (and only it: the sweep still
+# wakes every lagging subscriber) wakes a subscriber only if it takes every type (``types`` None)
+# or one of the types the run copied into the log.
+
+if os.environ.get("BENCH_WAKE_BY_TYPE"):
+    import eventlog.relay as _relay_module
+    import eventlog.tasks as _tasks_module
+
+    _in_relay = threading.local()
+    _original_log_append = _relay_module.log_append
+    _original_subscribers = _tasks_module.subscribers
+
+    def _log_append_noting_types(events: Any) -> None:
+        events = list(events)
+        if getattr(_in_relay, "types", None) is not None:
+            _in_relay.types.update(e["type"] if isinstance(e, dict) else e.type for e in events)
+        _original_log_append(events)
+
+    def _subscribers_wanting() -> list[Any]:
+        types = getattr(_in_relay, "types", None)
+        everyone = _original_subscribers()
+        if types is None:
+            return everyone
+        return [s for s in everyone if s.types is None or s.types & types]
+
+    def _relay_prerun(sender: Any = None, **_: Any) -> None:
+        _in_relay.types = set() if getattr(sender, "name", "") == "eventlog.relay" else None
+
+    def _relay_postrun(**_: Any) -> None:
+        _in_relay.types = None
+
+    _relay_module.log_append = _log_append_noting_types
+    _tasks_module.subscribers = _subscribers_wanting
+    signals.task_prerun.connect(_relay_prerun, weak=False)
+    signals.task_postrun.connect(_relay_postrun, weak=False)

@@ -8,6 +8,7 @@ Run from the repository root::
     .venv/bin/python bench/sagas.py --modes choreography       # one mode only (still with the floor)
     .venv/bin/python bench/sagas.py --pool prefork --concurrency 2     # another worker pool
     .venv/bin/python bench/sagas.py --wake-coalesce 0.05       # diagnostic: another WAKE_COALESCE_SECONDS for every process
+    .venv/bin/python bench/sagas.py --wake-by-type             # diagnostic: the relay wakes only subscribers wanting a relayed type
     .venv/bin/python bench/sagas.py --profile     # also a cProfiled pass (bench/results/profile-sagas.txt; --profile-mode)
 
 Set-up: a private PostgreSQL 15 + Redis (``scripts/services.sh start /tmp/bench-services-sagas``,
@@ -260,6 +261,8 @@ class Bench:
                     "BENCH_NOOP_REDIS_URL": services["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/2", "BENCH_TASK_LOG": "1"}
         if self.args.wake_coalesce is not None:
             self.env["WAKE_COALESCE_SECONDS"] = str(self.args.wake_coalesce)
+        if self.args.wake_by_type:
+            self.env["BENCH_WAKE_BY_TYPE"] = "1"
 
     def migrate_and_token(self) -> None:
         progress("manage.py migrate_all")
@@ -1013,7 +1016,8 @@ def render(results: dict[str, Any]) -> str:
     modes = cfg["modes"]
     lines = [f"Create-order sagas, {' vs '.join(modes)}, vs the bare Celery floor  (PostgreSQL {results.get('info', {}).get('postgres', '?')}, "
              f"Redis {results.get('info', {}).get('redis', '?')}; 2 workers x --pool {cfg['pool']} --concurrency {cfg['concurrency']}, "
-             f"all 5 queues each; beat; gunicorn 2 workers; WAKE_COALESCE_SECONDS {cfg['wake_coalesce_seconds']})"]
+             f"all 5 queues each; beat; gunicorn 2 workers; WAKE_COALESCE_SECONDS {cfg['wake_coalesce_seconds']}"
+             + ("; DIAGNOSTIC --wake-by-type: the relay wakes only subscribers that take a relayed type" if cfg.get("wake_by_type") else "") + ")"]
     if not s:
         lines += [f"  ERROR: {e}" for e in results["errors"]]
         return "\n".join(lines) + "\n"
@@ -1131,6 +1135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-mode", default="orchestration", choices=MODES, help="the mode the --profile pass runs")
     parser.add_argument("--wake-coalesce", type=float, default=None, metavar="SECONDS",
                         help=f"diagnostic: WAKE_COALESCE_SECONDS for every process (default: the settings', {DEFAULT_WAKE_COALESCE_SECONDS})")
+    parser.add_argument("--wake-by-type", action="store_true",
+                        help="diagnostic of a proposed change: the relay task wakes only the subscribers that take a type it relayed (bench/noop_tasks.py)")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in args.modes if m not in MODES]
@@ -1149,7 +1155,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"n": args.n, "unsat": args.unsat, "threads": args.threads, "pool": args.pool, "concurrency": args.concurrency,
                    "workers": 2, "queues": list(QUEUES), "gunicorn_workers": 2, "settings": SETTINGS, "order_total": ORDER_TOTAL,
                    "credit_limit": CREDIT_LIMIT, "floor_hop_queues": HOP_QUEUES, "warmup": 20, "rate": args.rate, "quick": args.quick, "profile": args.profile,
-                   "modes": args.modes, "wake_coalesce_seconds": args.wake_coalesce if args.wake_coalesce is not None else DEFAULT_WAKE_COALESCE_SECONDS},
+                   "modes": args.modes, "wake_coalesce_seconds": args.wake_coalesce if args.wake_coalesce is not None else DEFAULT_WAKE_COALESCE_SECONDS,
+                   "wake_by_type": args.wake_by_type},
         "goals": [f"sagas/s >= {THROUGHPUT_GOAL:.0f} (each mode)", f"unsaturated p50 < {UNSAT_P50_GOAL_MS:.0f} ms (each mode)",
                   "choreography sagas/s >= orchestration's", "choreography unsaturated p50 <= orchestration's"],
         "errors": [], "notes": [],
