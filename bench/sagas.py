@@ -3,7 +3,7 @@ choreographed side by side on the same workload, next to the bare Celery floor, 
 
 Run from the repository root::
 
-    .venv/bin/python bench/sagas.py               # both modes, N=500 each (+ 500 floor chains), about 4 minutes
+    .venv/bin/python bench/sagas.py               # both modes, N=500 each (+ 500 floor chains), about 3 minutes
     .venv/bin/python bench/sagas.py --quick       # N=100, unsaturated 15
     .venv/bin/python bench/sagas.py --modes choreography       # one mode only (still with the floor)
     .venv/bin/python bench/sagas.py --pool prefork --concurrency 2     # another worker pool
