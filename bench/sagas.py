@@ -1046,9 +1046,11 @@ def render(results: dict[str, Any]) -> str:
     row("unsaturated p99 (ms)", lambda x: x["unsat"]["latency"]["p99_ms"])
     row("unsat sum of hop p50s (ms)", lambda x: x["unsat"]["hop_sum_p50_ms"])
     row("CPU ms per item (sat)", lambda x: sum(v for k, v in x["sat"]["cpu_ms_per_item"].items() if k != "bench client"))
-    lines.append("  orchestration: latency = SagaInstance.ended_at - client clock before the POST (6 Celery hops after the POST).")
-    lines.append("  choreography: latency = orders_order.updated_at of the APPROVED order - client clock before the POST (4 wake-up hops:")
-    lines.append("    relay(orders), customers subscriber, relay(customers), orders subscriber); throughput = N / (last approval - first POST).")
+    if "orchestration" in modes:
+        lines.append("  orchestration: latency = SagaInstance.ended_at - client clock before the POST (6 Celery hops after the POST).")
+    if "choreography" in modes:
+        lines.append("  choreography: latency = orders_order.updated_at of the APPROVED order - client clock before the POST (4 wake-up hops:")
+        lines.append("    relay(orders), customers subscriber, relay(customers), orders subscriber); throughput = N / (last approval - first POST).")
     lines.append("  floor: 6 chained no-op hops on the same workers/queues; latency = last hop start - publish.")
     if "choreography" in modes:
         c = s["choreography"]
