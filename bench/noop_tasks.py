@@ -140,3 +140,78 @@ signals.worker_ready.connect(_profile_start, weak=False)
 signals.worker_shutdown.connect(_profile_stop, weak=False)
 signals.worker_process_init.connect(_profile_start, weak=False)
 signals.worker_process_shutdown.connect(_profile_stop, weak=False)
+
+
+# --- the kernel's tasks, with their argument and result (BENCH_TASK_LOG) -------------------------
+# The workers' "succeeded in" lines name a task but not its argument, and one task name
+# (``eventlog.subscriber_advance``) serves every subscriber of the log, so the saga bench cannot
+# tell from them which subscriber ran, how often, or how many events a run consumed. With
+# ``BENCH_TASK_LOG`` set, each ``eventlog.*`` task pushes ``{name, arg, result, started, seconds}``
+# onto ``TASKS_KEY`` (the same Redis database as ``DONE_KEY``): one RPUSH per relay or subscriber
+# run, none for the saga's commands and replies or the floor's hops.
+
+TASKS_KEY = "bench:tasks"
+_task_started: dict[str, tuple[float, float]] = {}
+
+
+def _task_prerun(task_id: str | None = None, sender: Any = None, **_: Any) -> None:
+    if task_id and os.environ.get("BENCH_TASK_LOG") and getattr(sender, "name", "").startswith("eventlog."):
+        _task_started[task_id] = (time.time(), time.perf_counter())
+
+
+def _task_postrun(task_id: str | None = None, sender: Any = None, args: Any = None, retval: Any = None, **_: Any) -> None:
+    started = _task_started.pop(task_id or "", None)
+    if started is None:
+        return
+    seconds = time.perf_counter() - started[1]
+    entry = {"name": sender.name, "arg": args[0] if args else None, "result": retval if isinstance(retval, int) else None,
+             "started": started[0], "seconds": seconds}
+    try:
+        _done_client().rpush(TASKS_KEY, json.dumps(entry))
+    except Exception:  # a bench instrument must never fail a task
+        pass
+
+
+signals.task_prerun.connect(_task_prerun, weak=False)
+signals.task_postrun.connect(_task_postrun, weak=False)
+
+
+# --- diagnostic: the relay wakes only the subscribers that want what it relayed (BENCH_WAKE_BY_TYPE) ---
+# A measurement of a proposed product change, not the product: ``eventlog.relay`` wakes every
+# subscriber of the log after each run, whatever it copied, so a subscriber whose wake-up window
+# an uninteresting event just took has to wait for the window's trailing edge when the event it
+# does want arrives. With ``BENCH_WAKE_BY_TYPE`` set, the relay task (and only it: the sweep still
+# wakes every lagging subscriber) wakes a subscriber only if it takes every type (``types`` None)
+# or one of the types the run copied into the log.
+
+if os.environ.get("BENCH_WAKE_BY_TYPE"):
+    import eventlog.relay as _relay_module
+    import eventlog.tasks as _tasks_module
+
+    _in_relay = threading.local()
+    _original_log_append = _relay_module.log_append
+    _original_subscribers = _tasks_module.subscribers
+
+    def _log_append_noting_types(events: Any) -> None:
+        events = list(events)
+        if getattr(_in_relay, "types", None) is not None:
+            _in_relay.types.update(e["type"] if isinstance(e, dict) else e.type for e in events)
+        _original_log_append(events)
+
+    def _subscribers_wanting() -> list[Any]:
+        types = getattr(_in_relay, "types", None)
+        everyone = _original_subscribers()
+        if types is None:
+            return everyone
+        return [s for s in everyone if s.types is None or s.types & types]
+
+    def _relay_prerun(sender: Any = None, **_: Any) -> None:
+        _in_relay.types = set() if getattr(sender, "name", "") == "eventlog.relay" else None
+
+    def _relay_postrun(**_: Any) -> None:
+        _in_relay.types = None
+
+    _relay_module.log_append = _log_append_noting_types
+    _tasks_module.subscribers = _subscribers_wanting
+    signals.task_prerun.connect(_relay_prerun, weak=False)
+    signals.task_postrun.connect(_relay_postrun, weak=False)
