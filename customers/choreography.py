@@ -16,9 +16,8 @@ from customers import services
 from customers.domain import CreditCheck
 from customers.models import ChoreographedOrder, CustomersCheckpoint, CustomersParkedEvent
 from customers.repository import ALIAS, customer_repository
-from eventlog.choreography import Reaction, choreography_register, reactions, subscriber_name
+from eventlog.choreography import Reaction, choreography_subscribe
 from eventlog.domain import MessageContext, RecordedEvent
-from eventlog.subscriptions import Subscriber, subscriber_register
 
 CHOREOGRAPHY = "choreography"
 CONTEXT = "customers"
@@ -56,23 +55,8 @@ REACTIONS = (
 )
 
 
-def _handle(events: list[RecordedEvent]) -> None:
-    by_type = {reaction.on: reaction.handle for reaction in reactions(context=CONTEXT)}
-    for event in events:
-        by_type[event.type](event)
-
-
 def register() -> None:
     """Declare the reactions and subscribe their handler to the log (``CustomersConfig.ready``)."""
-    choreography_register(context=CONTEXT, stream_types=("Customer", "CreditCheck"), reactions=REACTIONS)
-    subscriber_register(
-        Subscriber(
-            name=subscriber_name(CONTEXT),
-            alias=ALIAS,
-            queue=CONTEXT,
-            checkpoint_model=CustomersCheckpoint,
-            handle=_handle,
-            types=frozenset(reaction.on for reaction in REACTIONS),
-            parked_model=CustomersParkedEvent,
-        )
+    choreography_subscribe(
+        context=CONTEXT, alias=ALIAS, checkpoint_model=CustomersCheckpoint, parked_model=CustomersParkedEvent, stream_types=("Customer", "CreditCheck"), reactions=REACTIONS
     )

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventlog.domain import RecordedEvent
+from eventlog.models import Checkpoint, ParkedEvent
+from eventlog.subscriptions import Subscriber, subscriber_register
 
 #: A reaction's effect: runs inside the subscriber's transaction, writes to its own database.
 ReactionHandler = Callable[[RecordedEvent], None]
@@ -77,10 +79,6 @@ def choreography_register(*, context: str, stream_types: tuple[str, ...], reacti
             registry.append(item)  # type: ignore[arg-type]
 
 
-def reactions(*, context: str | None = None) -> list[Reaction]:
-    return [r for r in _reactions if context is None or r.context == context]
-
-
 def stream_context(stream_type: str) -> str:
     return _stream_contexts.get(stream_type, "")
 
@@ -101,3 +99,37 @@ def expected_after(flow: str, event_type: str) -> list[Reaction]:
 def flow_event_types() -> frozenset[str]:
     """Every event type that takes part in some flow: what the trace subscribes to."""
     return frozenset({r.on for r in _reactions} | {e for r in _reactions for e in r.emits} | {s.event for s in _starts} | {e.event for e in _ends})
+
+
+def choreography_subscribe(
+    *,
+    context: str,
+    alias: str,
+    checkpoint_model: type[Checkpoint],
+    parked_model: type[ParkedEvent],
+    stream_types: tuple[str, ...],
+    reactions: tuple[Reaction, ...],
+    starts: tuple[FlowStart, ...] = (),
+    ends: tuple[FlowEnd, ...] = (),
+) -> None:
+    """Declare a context's part in the flows and subscribe its reactions to the log, as one
+    subscriber (``<context>.choreography``) on the context's own database and queue, that
+    handles each event on its own and parks one that keeps failing."""
+    choreography_register(context=context, stream_types=stream_types, reactions=reactions, starts=starts, ends=ends)
+    by_type = {reaction.on: reaction.handle for reaction in reactions}
+
+    def handle(events: list[RecordedEvent]) -> None:
+        for event in events:
+            by_type[event.type](event)
+
+    subscriber_register(
+        Subscriber(
+            name=subscriber_name(context),
+            alias=alias,
+            queue=context,
+            checkpoint_model=checkpoint_model,
+            handle=handle,
+            types=frozenset(by_type),
+            parked_model=parked_model,
+        )
+    )

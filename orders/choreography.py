@@ -13,12 +13,11 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from eventlog.choreography import FlowEnd, FlowStart, Reaction, choreography_register, reactions, subscriber_name
+from eventlog.choreography import FlowEnd, FlowStart, Reaction, choreography_subscribe
 from eventlog.domain import MessageContext, RecordedEvent
 from eventlog.errors import Conflict
 from eventlog.http import IdempotencyKey
 from eventlog.idempotency import idempotent_start
-from eventlog.subscriptions import Subscriber, subscriber_register
 from orders import services
 from orders.domain import InvalidOrderState, OrderMode
 from orders.models import Order, OrdersCheckpoint, OrdersIdempotencyRecord, OrdersParkedEvent
@@ -106,23 +105,8 @@ STARTS = (FlowStart("create_order", "OrderCreated"), FlowStart("cancel_order", "
 ENDS = (FlowEnd("create_order", "OrderApproved", "COMPLETED"), FlowEnd("create_order", "OrderRejected", "COMPENSATED"), FlowEnd("cancel_order", "OrderCancelled", "COMPLETED"))
 
 
-def _handle(events: list[RecordedEvent]) -> None:
-    by_type = {reaction.on: reaction.handle for reaction in reactions(context=CONTEXT)}
-    for event in events:
-        by_type[event.type](event)
-
-
 def register() -> None:
     """Declare the flows and reactions and subscribe the handler to the log (``OrdersConfig.ready``)."""
-    choreography_register(context=CONTEXT, stream_types=("Order",), reactions=REACTIONS, starts=STARTS, ends=ENDS)
-    subscriber_register(
-        Subscriber(
-            name=subscriber_name(CONTEXT),
-            alias=ALIAS,
-            queue=CONTEXT,
-            checkpoint_model=OrdersCheckpoint,
-            handle=_handle,
-            types=frozenset(reaction.on for reaction in REACTIONS),
-            parked_model=OrdersParkedEvent,
-        )
+    choreography_subscribe(
+        context=CONTEXT, alias=ALIAS, checkpoint_model=OrdersCheckpoint, parked_model=OrdersParkedEvent, stream_types=("Order",), reactions=REACTIONS, starts=STARTS, ends=ENDS
     )
