@@ -18,6 +18,7 @@ how far behind the log it is, and the error it parked the event with, if it did.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from eventlog.subscriptions import Subscriber, subscriber_register
 from sagas.engine import ALIAS
 from sagas.models import SagaInstance, SagasCheckpoint, SagaState, TraceEvent
 
+logger = logging.getLogger(__name__)
 CHOREOGRAPHY = "choreography"
 SUBSCRIBER = "sagas.choreography_trace"
 #: The version of the declared flows a trace record was started under.
@@ -60,7 +62,9 @@ def trace_events(events: list[RecordedEvent]) -> None:
     starts = {start.event: start for start in flow_starts()}
     ends = {(end.flow, end.event): end.state for end in flow_ends()}
     saga_ids = {e.saga_id for e in events if e.saga_id is not None}
-    flows = {saga.id: saga for saga in SagaInstance.objects.using(ALIAS).select_for_update().filter(id__in=saga_ids)}
+    # No row lock: the trace is the only writer of choreography rows, and its runs are
+    # serialised by its checkpoint's; orchestrated sagas' rows are not even read.
+    flows = {saga.id: saga for saga in SagaInstance.objects.using(ALIAS).filter(id__in=saga_ids, mode=CHOREOGRAPHY)}
     for event in events:
         if event.saga_id is None:
             continue
@@ -69,10 +73,10 @@ def trace_events(events: list[RecordedEvent]) -> None:
             start = starts.get(event.type)
             if start is None or not _choreographed(event, start):
                 continue
-            saga = _start(event, start.flow)
-            flows[saga.id] = saga
-        elif saga.mode != CHOREOGRAPHY:
-            continue
+            started = _start(event, start.flow)
+            if started is None:
+                continue
+            saga = flows[started.id] = started
         insert_rows(
             TraceEvent,
             ALIAS,
@@ -102,14 +106,18 @@ def _choreographed(event: RecordedEvent, start: FlowStart) -> bool:
     return SagaInstance.objects.using(ALIAS).filter(subject_id=event.stream_id, type=start.follows, mode=CHOREOGRAPHY).exists()
 
 
-def _start(event: RecordedEvent, flow: str) -> SagaInstance:
+def _start(event: RecordedEvent, flow: str) -> SagaInstance | None:
     now = timezone.now()
     saga = SagaInstance(
         id=event.saga_id, type=flow, mode=CHOREOGRAPHY, definition_version=FLOW_VERSION, state=SagaState.RUNNING, subject_id=event.stream_id,
         data={"order_id": str(event.stream_id), **{k: v for k, v in event.data.items() if k in ("customer_id", "total")}},
         correlation_id=event.correlation_id, version=0, last_error="", created_at=event.occurred_at, updated_at=now,
     )
-    insert_rows(SagaInstance, ALIAS, [{f.attname: getattr(saga, f.attname) for f in SagaInstance._meta.concrete_fields}], on_conflict_ignore=True)
+    if not insert_rows(SagaInstance, ALIAS, [{f.attname: getattr(saga, f.attname) for f in SagaInstance._meta.concrete_fields}], on_conflict_ignore=True):
+        # Another active saga holds the order (the one-active-saga-per-subject index): the
+        # semantic locks make this impossible, so say so loudly instead of tracing half a flow.
+        logger.error("trace: flow %s (%s) not started: another active saga holds order %s", saga.id, flow, saga.subject_id)
+        return None
     saga._state.adding, saga._state.db = False, ALIAS
     return saga
 
