@@ -56,7 +56,9 @@ def running(queue: str, command_id: Any) -> dict[str, Any] | None:
     for worker, tasks in replies.items():
         if worker.startswith(f"{queue}@"):
             for task in tasks:
-                if task["args"] and task["args"][0].get("command_id") == str(command_id):
+                # The same worker runs other tasks too (a subscriber's advance takes a name).
+                message = task["args"][0] if task["args"] else None
+                if isinstance(message, dict) and message.get("command_id") == str(command_id):
                     return task  # type: ignore[no-any-return]
     return None
 
