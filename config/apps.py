@@ -19,12 +19,13 @@ class ProjectConfig(AppConfig):
         from orders.choreography import order_choreography_cancel, order_choreography_place
         from orders.domain import OrderMode
         from orders.workflows import order_workflow_use
+        from sagas.coordinator import order_two_phase_cancel, order_two_phase_place
         from sagas.services import order_saga_cancel, order_saga_place
 
         # Wake-up windows as SET NX PX on the shared Redis, to the millisecond.
         window_flags_use(cache_add)
-        # Who carries an order through, per mode: the orchestrator's sagas, or the contexts'
-        # reactions to each other's events. 2PC arrives with its issue; until then the orders
-        # API answers 501 for it.
+        # Who carries an order through, per mode: the orchestrator's sagas, the contexts'
+        # reactions to each other's events, or the two-phase commit coordinator.
         order_workflow_use(OrderMode.ORCHESTRATION, place=order_saga_place, cancel=order_saga_cancel)
         order_workflow_use(OrderMode.CHOREOGRAPHY, place=order_choreography_place, cancel=order_choreography_cancel)
+        order_workflow_use(OrderMode.TWO_PHASE_COMMIT, place=order_two_phase_place, cancel=order_two_phase_cancel)

@@ -188,6 +188,19 @@ SAGA_TIME_SCALE = env.float("SAGA_TIME_SCALE", default=1.0)
 #: compensates. An outage shorter than this never decides a saga. Scaled by SAGA_TIME_SCALE.
 SAGA_OUTAGE_BUDGET_SECONDS = env.float("SAGA_OUTAGE_BUDGET_SECONDS", default=900.0)
 
+# --- Two-phase commit (mode "2pc", sagas/coordinator.py) ----------------------------------
+#: This deployment's name in every global transaction id: recovery touches only prepared
+#: transactions that carry it. Give each deployment sharing a PostgreSQL server its own, and
+#: never rename it while transactions are in doubt (they would no longer be recognised as ours).
+TWO_PC_NODE_NAME = env.str("TWO_PC_NODE_NAME", default="node1")
+#: Presumed abort waits this long after a transaction began before rolling back one that was
+#: never decided, so a coordinator still preparing is not undone from under it (Narayana's
+#: orphanSafetyInterval is 20 s).
+TWO_PC_SAFETY_INTERVAL_SECONDS = env.float("TWO_PC_SAFETY_INTERVAL_SECONDS", default=30.0)
+#: How long a 2PC branch waits for a row lock (one held by an in-doubt transaction, say) before
+#: the coordinator aborts (0: wait as long as the lock is held).
+TWO_PC_LOCK_TIMEOUT_SECONDS = env.float("TWO_PC_LOCK_TIMEOUT_SECONDS", default=10.0)
+
 # --- Cache --------------------------------------------------------------------------------
 # Read-model queries are cached, and every process must see one cache (a projection in a worker
 # invalidates what the web processes serve), so the default is the broker's Redis, database 1.

@@ -14,6 +14,7 @@ class CustomersConfig(AppConfig):
 
         outbox_register(source="customers", model=CustomerEvent, alias=ALIAS)
 
-        from customers import choreography
+        from customers import choreography, twophase
 
         choreography.register()
+        twophase.register()

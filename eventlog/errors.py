@@ -37,3 +37,9 @@ class PayloadTooLarge(ApplicationError):
 
 class NotImplementedYet(ApplicationError):
     status = 501
+
+
+class Unavailable(ApplicationError):
+    """A database the request needs could not finish it now; the work is safe and will finish."""
+
+    status = 503

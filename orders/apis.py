@@ -46,10 +46,19 @@ class OrderPlaceApi(APIView):
         saga_id = serializers.UUIDField()
         version = serializers.IntegerField(help_text="Pass as ?min_version= to read the order once it exists (the Location does).")
 
+    @extend_schema_serializer(component_name="OrderDecided")
+    class DecidedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        id = serializers.UUIDField()
+        state = serializers.CharField(help_text="The final state: APPROVED or REJECTED.")
+        rejection_reason = serializers.CharField(allow_null=True)
+        mode = serializers.CharField()
+        saga_id = serializers.UUIDField(help_text="The two-phase transaction (GET /api/sagas/{id}/ shows its phases).")
+        version = serializers.IntegerField(help_text="Pass as ?min_version= to read the order as decided (the Location does).")
+
     @extend_schema(
         operation_id="orders_create",
         request=InputSerializer,
-        responses={202: OutputSerializer},
+        responses={202: OutputSerializer, 201: DecidedSerializer},
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, location=OpenApiParameter.HEADER, description="A retry with the same key gets the first answer.")],
         tags=["orders"],
     )
@@ -60,10 +69,15 @@ class OrderPlaceApi(APIView):
         mode = OrderMode(data["mode"])
         place = order_placer(mode)  # 501 for a mode nobody runs yet, before anything is written
         started = place(order_id=uuid.uuid4(), customer_id=data["customer_id"], total=data["total"], mode=mode.value, idempotency=idempotency_key(request))
-        body = {"id": started.order_id, "state": OrderState.PENDING.value, "mode": mode.value, "saga_id": started.saga_id, "version": CREATED_VERSION}
-        headers = {"Location": order_location(started.order_id, min_version=CREATED_VERSION)}
+        outcome = started.outcome
+        version = outcome["version"] if outcome else CREATED_VERSION
+        headers = {"Location": order_location(started.order_id, min_version=version)}
         if started.replayed:
             headers["Idempotent-Replayed"] = "true"
+        if outcome is not None:  # a mode that decides before it answers (2PC): the final state
+            body = {"id": started.order_id, "state": outcome["state"], "rejection_reason": outcome["rejection_reason"], "mode": mode.value, "saga_id": started.saga_id, "version": version}
+            return Response(OrderPlaceApi.DecidedSerializer(body).data, status=status.HTTP_201_CREATED, headers=headers)
+        body = {"id": started.order_id, "state": OrderState.PENDING.value, "mode": mode.value, "saga_id": started.saga_id, "version": version}
         return Response(OrderPlaceApi.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
@@ -90,8 +104,11 @@ class OrderCancelApi(APIView):
             started = cancel(order_id=order.id, customer_id=order.customer_id, total=order.total)
         except Conflict as exc:
             raise Conflict(exc.message, {**exc.extra, "state": order.state}) from None
-        # Nothing but this cancel can move an APPROVED order (the locks above), so its first
-        # step, recording OrderCancelRequested, makes the order's next version.
-        requested_version = order.version + 1
-        body = {"id": order.id, "state": OrderState.CANCEL_PENDING.value, "saga_id": started.saga_id, "version": requested_version}
-        return Response(OrderCancelApi.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED, headers={"Location": order_location(order.id, min_version=requested_version)})
+        if started.outcome is not None:  # cancelled before the answer (2PC): its final state
+            state, version = started.outcome["state"], started.outcome["version"]
+        else:
+            # Nothing but this cancel can move an APPROVED order (the locks above), so its first
+            # step, recording OrderCancelRequested, makes the order's next version.
+            state, version = OrderState.CANCEL_PENDING.value, order.version + 1
+        body = {"id": order.id, "state": state, "saga_id": started.saga_id, "version": version}
+        return Response(OrderCancelApi.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED, headers={"Location": order_location(order.id, min_version=version)})

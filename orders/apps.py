@@ -14,6 +14,7 @@ class OrdersConfig(AppConfig):
 
         outbox_register(source="orders", model=OrderEvent, alias=ALIAS)
 
-        from orders import choreography
+        from orders import choreography, twophase
 
         choreography.register()
+        twophase.register()

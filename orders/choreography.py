@@ -33,6 +33,8 @@ class FlowStarted:
     order_id: uuid.UUID
     saga_id: uuid.UUID
     replayed: bool = False
+    #: Placing and cancelling go on after the answer: there is no final state to give yet.
+    outcome: None = None
 
 
 def order_choreography_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal, mode: str, idempotency: IdempotencyKey | None) -> FlowStarted:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from eventlog.errors import NotImplementedYet
 from eventlog.http import IdempotencyKey
@@ -18,7 +18,11 @@ from orders.domain import OrderMode
 
 
 class Started(Protocol):
-    """What a mode answers when it has taken the order on (the saga that will carry it out)."""
+    """What a mode answers when it has taken the order on (the saga that will carry it out).
+
+    A mode that finishes before it answers (2PC) gives the order's final ``outcome``:
+    ``{"state", "rejection_reason", "version"}``; the asynchronous ones give ``None``.
+    """
 
     @property
     def order_id(self) -> uuid.UUID: ...
@@ -26,6 +30,8 @@ class Started(Protocol):
     def saga_id(self) -> uuid.UUID: ...
     @property
     def replayed(self) -> bool: ...
+    @property
+    def outcome(self) -> dict[str, Any] | None: ...
 
 
 class Placer(Protocol):

@@ -133,6 +133,35 @@ class TraceEvent(models.Model):
         return f"#{self.position} {self.type} ({self.context})"
 
 
+class CoordinatorLogEntry(models.Model):
+    """The two-phase commit coordinator's log (``sagas/coordinator.py``): one row per phase.
+
+    Append-only. Its *decision* row is unique per transaction, so whoever writes it first wins:
+    the coordinator's COMMIT, or recovery's presumed ABORT, never both. The transaction itself
+    is a ``SagaInstance`` with mode ``2pc``, written (committed) before any branch begins.
+    """
+
+    saga = models.ForeignKey(SagaInstance, on_delete=models.CASCADE, related_name="coordinator_log")
+    #: begin, prepare, decision, commit, rollback, store (the REJECTED order), end
+    phase = models.CharField(max_length=16)
+    #: The database of a branch phase (orders, customers); blank for the transaction's own.
+    branch = models.CharField(max_length=16, blank=True, default="")
+    #: ok / failed / already done, or the decision itself: COMMIT or ABORT.
+    outcome = models.CharField(max_length=16)
+    #: Who did it: the coordinator, resolve_in_doubt (an operator), or the sweep.
+    actor = models.CharField(max_length=32)
+    started_at = models.DateTimeField()
+    at = models.DateTimeField()
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [models.UniqueConstraint(fields=("saga",), condition=models.Q(phase="decision"), name="sagas_one_decision_per_transaction")]
+
+    def __str__(self) -> str:
+        return f"{self.phase} {self.branch} {self.outcome}".replace("  ", " ")
+
+
 class IdempotencyRecord(BaseIdempotencyRecord):
     """The first answer to a create-order saga's request that carried an ``Idempotency-Key``."""
 

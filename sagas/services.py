@@ -23,6 +23,8 @@ class SagaStarted:
     saga_id: uuid.UUID
     #: A repeat of an earlier request (same ``Idempotency-Key``): this is the first one's saga.
     replayed: bool = False
+    #: Placing and cancelling go on after the answer: there is no final state to give yet.
+    outcome: None = None
 
 
 def order_saga_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal, mode: str, idempotency: IdempotencyKey | None) -> SagaStarted:

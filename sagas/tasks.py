@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from sagas.coordinator import in_doubt_resolve
 from sagas.engine import saga_reply_handle, saga_sweep
 
 
@@ -16,4 +17,7 @@ def saga_reply(reply: dict[str, Any]) -> str:
 
 @shared_task(name="sagas.sweep")
 def sweep() -> dict[str, int]:
-    return saga_sweep()
+    """Overdue saga steps, then 2PC transactions left in doubt (nothing on SQLite)."""
+    outcomes = saga_sweep()
+    resolved = in_doubt_resolve(actor="sweep").counts()
+    return {**outcomes, **{f"2pc_{name}": n for name, n in resolved.items() if n}}
