@@ -5,7 +5,9 @@ the broker) fails, so a load balancer takes out the processes that are broken an
 Projection lag is the same for every web process, so it is reported in the body (``lagging``
 above READY_MAX_PROJECTION_LAG) and never fails the probe: a slow projection would otherwise
 take every web process out at once, when it only makes reads older (Marten's lag check is a
-report too). Alert on the body's ``lagging``.
+report too). Alert on the body's ``lagging``. In-doubt two-phase transactions are reported the
+same way (``two_phase``): each prepared transaction with its age, ours or not, since each one
+holds its locks and holds back VACUUM; alert on ``oldest_seconds``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from django.views.decorators.http import require_GET
 
 from config.celery_app import app as celery_app
 from readmodels.selectors import projection_status
+from sagas.coordinator import prepared_by_transaction, two_phase_problems
 
 
 @require_GET
@@ -60,6 +63,20 @@ def _projections() -> dict[str, Any]:
     }
 
 
+def _two_phase() -> dict[str, Any]:
+    problems = two_phase_problems()
+    if problems:
+        return {"available": False, "why": problems}
+    ours, foreign = prepared_by_transaction()
+    now = time.time()
+    in_doubt = [
+        {"gid": p.gid, "database": p.database, "ours": mine, "age_seconds": round(now - p.prepared_at.timestamp(), 3)}
+        for mine, group in ((True, [p for found in ours.values() for p in found]), (False, foreign))
+        for p in group
+    ]
+    return {"available": True, "in_doubt": in_doubt, "oldest_seconds": max((p["age_seconds"] for p in in_doubt), default=None)}
+
+
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     """503 when a database or the broker cannot be reached from this process; the projections'
@@ -69,4 +86,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
     checks["broker"] = _timed(_broker)
     ready = all(check["ok"] for check in checks.values())
     projections = _timed(_projections)
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks, "projections": projections}, status=200 if ready else 503)
+    two_phase = _timed(_two_phase)
+    body = {"status": "ready" if ready else "not ready", "checks": checks, "projections": projections, "two_phase": two_phase}
+    return JsonResponse(body, status=200 if ready else 503)

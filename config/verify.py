@@ -14,7 +14,7 @@ from customers.invariants import credit_reserved_by_customer, customers_fold_che
 from eventlog.invariants import CheckResult, Violation, outbox_in_log_check
 from orders.invariants import orders_by_id, orders_fold_check, orders_terminal_check
 from readmodels.invariants import readmodels_replay_check
-from sagas.invariants import active_sagas_by_subject, sagas_settled_check
+from sagas.invariants import active_sagas_by_subject, sagas_settled_check, two_phase_prepared_check
 
 #: The order states whose credit is reserved (brief, invariant 2).
 HOLDING = ("APPROVED", "CANCEL_PENDING")
@@ -29,9 +29,10 @@ def _explained(state: str | None, mode: str) -> bool:
         # Placing: reserved, the approval (or the compensating release) still to come.
         # Cancelling: released, the confirmation (or the compensating re-reserve) still to come.
         return True
-    # 2PC commits its prepared halves one after the other: orders first leaves an APPROVED order
-    # without its credit, customers first leaves credit for an order not committed yet.
-    return mode == "2pc" and state in ("APPROVED", None)
+    # 2PC commits its prepared halves one after the other, orders first: that leaves an APPROVED
+    # order without its credit, or a CANCELLED one with it, until the customers half commits
+    # (and credit for an order not committed yet, were customers first).
+    return mode == "2pc" and state in ("APPROVED", "CANCELLED", None)
 
 
 def credit_matches_orders_check() -> CheckResult:
@@ -96,4 +97,5 @@ CHECKS: list[Callable[[], CheckResult]] = [
     readmodels_replay_check,
     orders_terminal_check,
     sagas_settled_check,
+    two_phase_prepared_check,
 ]

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 #: What PostgreSQL says when a prepared transaction's gid does not exist (SQLSTATE 42704).
@@ -124,13 +124,25 @@ def _standing_in(alias: str, wrapper: BaseDatabaseWrapper) -> Iterator[None]:
 _spare = threading.local()
 
 
-def _wrapper(alias: str) -> BaseDatabaseWrapper:
+def _spare_wrapper(alias: str) -> BaseDatabaseWrapper | None:
     spares: dict[str, BaseDatabaseWrapper] = _spare.__dict__.setdefault("wrappers", {})
     wrapper = spares.pop(alias, None)
     if wrapper is not None and wrapper.connection is not None and not wrapper.connection.closed and wrapper.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         return wrapper
     if wrapper is not None:
         wrapper.close()
+    return None
+
+
+def spare_connections_close() -> None:
+    """Close this thread's kept branch connections (tests, before dropping their databases)."""
+    spares: dict[str, BaseDatabaseWrapper] = _spare.__dict__.setdefault("wrappers", {})
+    for wrapper in spares.values():
+        wrapper.close()
+    spares.clear()
+
+
+def _new_wrapper(alias: str) -> BaseDatabaseWrapper:
     wrapper = connections.create_connection(alias)
     wrapper.ensure_connection()
     lock_timeout = float(getattr(settings, "TWO_PC_LOCK_TIMEOUT_SECONDS", 0))
@@ -170,10 +182,18 @@ class Branch:
         return self._wrapper.connection  # type: ignore[no-any-return]
 
     def begin(self) -> None:
+        self._wrapper = _spare_wrapper(self.alias)
+        if self._wrapper is not None:
+            try:
+                self._raw.tpc_begin(self.gid)
+                self.state = "active"
+                return
+            except psycopg.Error:
+                self._discard()  # a kept connection the server dropped (a restart): open anew
         try:
-            self._wrapper = _wrapper(self.alias)
+            self._wrapper = _new_wrapper(self.alias)
             self._raw.tpc_begin(self.gid)
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseError) as exc:
             self._discard()
             raise BranchError(f"{self.alias}: could not begin: {exc}") from exc
         self.state = "active"

@@ -45,6 +45,22 @@ class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     event_id = serializers.UUIDField(required=False, allow_null=True)
     causation_id = serializers.UUIDField(required=False, allow_null=True)
     position = serializers.IntegerField(required=False, allow_null=True, help_text="Choreography: the event's position in the log.")
+    outcome = serializers.CharField(required=False, help_text="2PC: the phase's outcome (ok, failed, already done; COMMIT or ABORT for the decision).")
+    actor = serializers.CharField(required=False, help_text="2PC: who did it (coordinator, resolve_in_doubt, sweep).")
+    detail = serializers.CharField(required=False, allow_blank=True, help_text="2PC: the branch's global transaction id, or what happened.")
+
+
+class PreparedBranchSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    branch = serializers.CharField(help_text="The database whose prepared transaction holds its locks.")
+    gid = serializers.CharField()
+    prepared_at = serializers.DateTimeField()
+    age_seconds = serializers.FloatField()
+
+
+class InDoubtSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    decision = serializers.CharField(allow_null=True, help_text="COMMIT or ABORT once logged; null while undecided.")
+    age_seconds = serializers.FloatField(help_text="Since the transaction began.")
+    prepared = PreparedBranchSerializer(many=True, allow_null=True, help_text="Its branches prepared right now (null if the databases could not be asked).")
 
 
 @extend_schema_serializer(component_name="Saga")
@@ -58,9 +74,10 @@ class SagaSerializer(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
     data = serializers.JSONField()
     last_error = serializers.CharField(allow_blank=True)
-    stuck = serializers.BooleanField(help_text="Running, and the awaited step has failed at least once or is overdue.")
+    stuck = serializers.BooleanField(help_text="Running, and the awaited step has failed at least once or is overdue (2PC: in doubt longer than the safety interval).")
     awaiting = AwaitingSerializer(allow_null=True)
     steps = StepSerializer(many=True)
+    in_doubt = InDoubtSerializer(allow_null=True, help_text="2PC, until the transaction ends: how long it has been in doubt and what it holds.")
 
 
 class SagaListApi(APIView):

@@ -181,11 +181,10 @@ def _decide(saga_id: uuid.UUID, decision: str, phases: _Phases, *, detail: str =
 
     An ABORT for a refusal keeps its ``reason`` on the record, so whoever stores the REJECTED
     order (this coordinator, or recovery after it died) stores it with its reason."""
-    started = timezone.now()
+    pending = list(phases.rows)
+    phases.add("decision", decision, started_at=timezone.now(), detail=detail)
     try:
         with transaction.atomic(using=ALIAS):
-            phases.flush()
-            phases.add("decision", decision, started_at=started, detail=detail)
             phases.flush()
             if reason is not None:
                 saga = SagaInstance.objects.using(ALIAS).select_for_update().get(id=saga_id)
@@ -196,7 +195,7 @@ def _decide(saga_id: uuid.UUID, decision: str, phases: _Phases, *, detail: str =
                 SagaInstance.objects.using(ALIAS).filter(id=saga_id).update(updated_at=timezone.now())
         return decision
     except IntegrityError:
-        phases.rows = [r for r in phases.rows if r["phase"] != "decision"]  # the rest go with the next write
+        phases.rows = pending  # they go with the next write
         standing = decision_get(saga_id)
         assert standing is not None, "the unique decision index refused a row, so one exists"
         return standing

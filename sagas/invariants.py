@@ -35,3 +35,38 @@ def active_sagas_by_subject() -> dict[uuid.UUID, tuple[uuid.UUID, str, str]]:
     (at most one per subject, by constraint)."""
     active = SagaInstance.objects.using(ALIAS).filter(state__in=ACTIVE_STATES)
     return {subject_id: (saga_id, mode, state) for subject_id, saga_id, mode, state in active.values_list("subject_id", "id", "mode", "state")}
+
+
+def two_phase_prepared_check(*, settle_seconds: float = 30.0) -> CheckResult:
+    """Invariant 5's second half: no prepared transaction is left behind in the branch databases.
+
+    Ours is a violation when its transaction has ended or has no record (recovery missed it),
+    or when it is older than ``settle_seconds`` (``resolve_in_doubt`` should have finished it);
+    anyone else's is always reported: it holds its locks and holds back VACUUM here too.
+    """
+    from sagas.coordinator import prepared_by_transaction, two_phase_problems
+
+    if two_phase_problems():
+        return CheckResult(name="no prepared 2PC transaction is left behind", checked=0, violations=[])
+    ours, foreign = prepared_by_transaction()
+    now = timezone.now()
+    states = dict(SagaInstance.objects.using(ALIAS).filter(id__in=ours.keys()).values_list("id", "state"))
+    violations = []
+    for transaction_id, found in ours.items():
+        for prepared in found:
+            age = (now - prepared.prepared_at).total_seconds()
+            state = states.get(transaction_id)
+            if state is None:
+                why = "has no record in the coordinator log"
+            elif state not in ACTIVE_STATES:
+                why = f"belongs to a transaction that ended {state}"
+            elif age > settle_seconds:
+                why = "is still in doubt"
+            else:
+                continue
+            violations.append(Violation("no prepared transaction left behind", f"prepared transaction {prepared.gid!r}", f"{why}, prepared {age:.0f}s ago: run manage.py resolve_in_doubt"))
+    violations += [
+        Violation("no prepared transaction left behind", f"prepared transaction {p.gid!r} in {p.database}", f"is not ours (owner {p.owner}), prepared {(now - p.prepared_at).total_seconds():.0f}s ago: its owner must finish it")
+        for p in foreign
+    ]
+    return CheckResult(name="no prepared 2PC transaction is left behind", checked=sum(len(f) for f in ours.values()) + len(foreign), violations=violations)

