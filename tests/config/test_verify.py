@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from config.verify import credit_matches_orders_check
+from config.verify import CHECKS, credit_matches_orders_check
 from customers.models import CreditReservation, Customer, CustomerEvent
 from customers.services import credit_release, credit_reserve, customer_create
 from eventlog.domain import MessageContext
@@ -75,7 +75,7 @@ def test_verify_passes_on_a_consistent_system() -> None:
     relay_and_project()
     ok, report = verify()
     assert ok, report
-    assert "All 8 invariant checks passed." in report
+    assert f"All {len(CHECKS)} invariant checks passed." in report and len(CHECKS) == 9
 
 
 @pytest.mark.parametrize(
@@ -195,6 +195,8 @@ def credit_violations() -> list[str]:
         ("CANCEL_PENDING", False, ("orchestration", "RUNNING"), True),  # released, not confirmed yet
         ("CANCEL_PENDING", False, ("orchestration", "COMPENSATING"), True),  # released, re-reserve to come
         ("APPROVED", False, ("2pc", "RUNNING"), True),  # orders committed its prepared half first
+        ("CANCELLED", True, ("2pc", "RUNNING"), True),  # the same, for a 2PC cancel
+        ("REJECTED", True, ("2pc", "RUNNING"), False),  # 2PC never holds credit for a rejection
         # ...and nothing else: no step leaves an APPROVED order without credit outside 2PC, and
         # no saga ever holds credit for a REJECTED or CANCELLED order.
         ("APPROVED", False, ("orchestration", "RUNNING"), False),
