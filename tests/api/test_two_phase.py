@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from customers.models import Customer, CustomerEvent
@@ -191,3 +192,49 @@ def test_a_decision_is_written_once_whoever_comes_second_obeys_it() -> None:
 def _conninfo(alias: str) -> str:
     s = connections[alias].settings_dict
     return f"host={s['HOST'] or 'localhost'} port={s['PORT'] or 5432} dbname={s['NAME']} user={s['USER']} password={s['PASSWORD']}"
+
+
+@requires_postgres
+def test_an_in_doubt_transaction_shows_with_its_age_in_the_saga_list_and_readyz(api: APIClient) -> None:
+    from django.test import override_settings
+
+    customer = customer_create(name="Ada", credit_limit="100.00")
+    saga = SagaInstance.objects.using("sagas").create(
+        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
+        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
+        created_at=timezone.now(), updated_at=timezone.now(),
+    )
+    _leave_prepared(saga.id, "customers")
+    listed = api.get("/api/sagas/", {"mode": "2pc", "state": "RUNNING"}).json()
+    assert listed["count"] == 1
+    shown = listed["results"][0]
+    assert shown["id"] == str(saga.id) and shown["stuck"] is False
+    assert shown["in_doubt"]["decision"] is None and shown["in_doubt"]["age_seconds"] >= 0
+    assert [(p["branch"], p["gid"]) for p in shown["in_doubt"]["prepared"]] == [("customers", gid(saga.id, "customers"))]
+    assert shown["awaiting"]["step"] == "decision"
+    with override_settings(TWO_PC_SAFETY_INTERVAL_SECONDS=0):
+        assert [s["id"] for s in api.get("/api/sagas/", {"mode": "2pc", "stuck": "true"}).json()["results"]] == [str(saga.id)]
+    ready = api.get("/readyz").json()["two_phase"]
+    assert ready["available"] is True and [(p["gid"], p["ours"]) for p in ready["in_doubt"]] == [(gid(saga.id, "customers"), True)]
+    assert ready["oldest_seconds"] >= 0
+    in_doubt_resolve(safety_seconds=0)
+    assert api.get("/readyz").json()["two_phase"]["in_doubt"] == []
+
+
+def test_readyz_says_when_two_phase_commit_is_not_available(api: APIClient) -> None:
+    body = api.get("/readyz").json()["two_phase"]
+    assert body["ok"] is True
+    if os.environ.get("EVENTLOG_DATABASE_URL", "").startswith("postgres"):
+        assert body["available"] is True
+    else:
+        assert body["available"] is False and len(body["why"]) == 2
+
+
+def test_a_node_name_that_cannot_go_into_a_global_id_is_a_system_error() -> None:
+    from django.test import override_settings
+
+    from sagas.checks import check_two_phase_node_name
+
+    assert check_two_phase_node_name() == []
+    with override_settings(TWO_PC_NODE_NAME="two words:here"):
+        assert [m.id for m in check_two_phase_node_name()] == ["sagas.E003"]
