@@ -33,6 +33,28 @@ def order_create(*, customer_id: uuid.UUID, total: Decimal | str, mode: OrderMod
     return atomic_with_retry(ALIAS, command)
 
 
+def order_place_decided(
+    *, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal | str, mode: OrderMode | str, approved: bool, reason: RejectionReason | str | None, context: MessageContext
+) -> Order:
+    """Create an order whose outcome is already known (2PC decides before it writes): its
+    OrderCreated and its OrderApproved or OrderRejected in one save. For an order that exists
+    (a recovery storing a rejection twice) it changes nothing and returns it."""
+
+    def command() -> Order:
+        existing = order_repository.get(order_id)
+        if existing is not None:
+            return existing
+        order = Order.create(order_id=order_id, customer_id=customer_id, total=total, mode=mode)
+        if approved:
+            order.approve()
+        else:
+            order.reject(reason=reason)
+        order_repository.save(order, context=context)
+        return order
+
+    return atomic_with_retry(ALIAS, command)
+
+
 def _order_change(order_id: uuid.UUID, change: Callable[[Order], None], context: MessageContext) -> Order:
     def command() -> Order:
         order = order_repository.get(order_id)
@@ -59,6 +81,16 @@ def order_cancel_request(*, order_id: uuid.UUID, context: MessageContext) -> Ord
 
 def order_cancel_confirm(*, order_id: uuid.UUID, context: MessageContext) -> Order:
     return _order_change(order_id, lambda order: order.cancel_confirm(), context)
+
+
+def order_cancel_at_once(*, order_id: uuid.UUID, context: MessageContext) -> Order:
+    """Request and confirm a cancel in one save (2PC: the credit's release commits with it)."""
+
+    def cancel(order: Order) -> None:
+        order.cancel_request()
+        order.cancel_confirm()
+
+    return _order_change(order_id, cancel, context)
 
 
 def order_cancel_revert(*, order_id: uuid.UUID, context: MessageContext) -> Order:

@@ -13,26 +13,18 @@ from typing import Any
 
 from eventlog.domain import MessageContext
 from eventlog.twophase import participant_register
-from orders.domain import OrderState
 from orders.repository import ALIAS
-from orders.services import order_approve, order_cancel_confirm, order_cancel_request, order_create, order_reject
+from orders.services import order_cancel_at_once, order_place_decided
 
 
 def _order_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Decimal, mode: str, approved: bool, reason: str | None, context: MessageContext) -> dict[str, Any]:
-    """Create the order and decide it at once: the credit's answer is already known.
-
-    Again for an order that exists (a recovery storing REJECTED twice) it changes nothing.
-    """
-    order = order_create(order_id=order_id, customer_id=customer_id, total=total, mode=mode, context=context)
-    if order.state == OrderState.PENDING:
-        order = order_approve(order_id=order_id, context=context) if approved else order_reject(order_id=order_id, reason=reason, context=context)
-    return _outcome(order)
+    """Create the order decided at once: the credit's answer is already known."""
+    return _outcome(order_place_decided(order_id=order_id, customer_id=customer_id, total=total, mode=mode, approved=approved, reason=reason, context=context))
 
 
 def _order_cancel(*, order_id: uuid.UUID, context: MessageContext) -> dict[str, Any]:
     """Request and confirm the cancel in one go; refused (``InvalidOrderState``) unless APPROVED."""
-    order_cancel_request(order_id=order_id, context=context)
-    return _outcome(order_cancel_confirm(order_id=order_id, context=context))
+    return _outcome(order_cancel_at_once(order_id=order_id, context=context))
 
 
 def _outcome(order: Any) -> dict[str, Any]:
