@@ -44,7 +44,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # DRF's JSONParser does not turn into a ParseError: it is malformed input, not a 500.
         exc = exceptions.ParseError("JSON parse error - nested too deeply.")
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.message, exc.extra), status=exc.status)
+        return Response(error_body(exc.message, exc.extra), status=exc.status, headers=exc.headers)
     if isinstance(exc, DomainError):
         return Response(error_body(str(exc)), status=409 if exc.conflict else 400)
     if isinstance(exc, ConcurrencyError):  # the retries lost every race: the state moved on

@@ -188,6 +188,15 @@ SAGA_TIME_SCALE = env.float("SAGA_TIME_SCALE", default=1.0)
 #: compensates. An outage shorter than this never decides a saga. Scaled by SAGA_TIME_SCALE.
 SAGA_OUTAGE_BUDGET_SECONDS = env.float("SAGA_OUTAGE_BUDGET_SECONDS", default=900.0)
 
+# --- Admission control (orders.workflows) --------------------------------------------------
+#: New orchestrated or choreographed orders are refused (503, Retry-After) while this many of
+#: that mode are on their way: about five seconds of what two cores carry, below the 10 s step
+#: timeout, so a burst is turned away instead of timing out and being retried. 0 turns it off.
+ADMISSION_MAX_IN_FLIGHT = env.int("ADMISSION_MAX_IN_FLIGHT", default=200)
+ADMISSION_RETRY_AFTER_SECONDS = env.float("ADMISSION_RETRY_AFTER_SECONDS", default=2.0)
+#: How often each process recounts (the count is one indexed query).
+ADMISSION_RECOUNT_SECONDS = env.float("ADMISSION_RECOUNT_SECONDS", default=0.2)
+
 # --- Two-phase commit (mode "2pc", sagas/coordinator.py) ----------------------------------
 #: This deployment's name in every global transaction id: recovery touches only prepared
 #: transactions that carry it. Give each deployment sharing a PostgreSQL server its own, and

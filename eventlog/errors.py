@@ -15,10 +15,12 @@ class ApplicationError(Exception):
 
     status = 400
 
-    def __init__(self, message: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, extra: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra or {}
+        #: Response headers the answer needs (``Retry-After`` on a 503).
+        self.headers = headers or {}
 
 
 class NotFound(ApplicationError):

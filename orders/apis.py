@@ -21,7 +21,7 @@ from eventlog.errors import Conflict, NotFound
 from eventlog.http import IDEMPOTENCY_HEADER, MoneyField, StrictSerializer, idempotency_key, parse_uuid
 from orders.domain import OrderMode, OrderState
 from orders.selectors import order_state_get
-from orders.workflows import order_canceller, order_placer
+from orders.workflows import order_admission_check, order_canceller, order_placer
 
 #: The version of a new order: ``OrderCreated``, PENDING.
 CREATED_VERSION = 1
@@ -68,6 +68,7 @@ class OrderPlaceApi(APIView):
         data = serializer.validated_data
         mode = OrderMode(data["mode"])
         place = order_placer(mode)  # 501 for a mode nobody runs yet, before anything is written
+        order_admission_check(mode)  # 503 + Retry-After while too many are on their way
         started = place(order_id=uuid.uuid4(), customer_id=data["customer_id"], total=data["total"], mode=mode.value, idempotency=idempotency_key(request))
         outcome = started.outcome
         version = outcome["version"] if outcome else CREATED_VERSION

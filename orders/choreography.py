@@ -19,7 +19,7 @@ from eventlog.errors import Conflict
 from eventlog.http import IdempotencyKey
 from eventlog.idempotency import idempotent_start
 from orders import services
-from orders.domain import InvalidOrderState, OrderMode
+from orders.domain import InvalidOrderState, OrderMode, OrderState
 from orders.models import Order, OrdersCheckpoint, OrdersIdempotencyRecord, OrdersParkedEvent
 from orders.repository import ALIAS
 
@@ -112,3 +112,8 @@ def register() -> None:
     choreography_subscribe(
         context=CONTEXT, alias=ALIAS, checkpoint_model=OrdersCheckpoint, parked_model=OrdersParkedEvent, stream_types=("Order",), reactions=REACTIONS, starts=STARTS, ends=ENDS
     )
+
+
+def order_choreography_in_flight() -> int:
+    """Choreographed orders still on their way (PENDING or CANCEL_PENDING), by a partial index."""
+    return Order.objects.using(ALIAS).filter(mode=OrderMode.CHOREOGRAPHY.value, state__in=(OrderState.PENDING.value, OrderState.CANCEL_PENDING.value)).count()

@@ -26,6 +26,13 @@ class Order(models.Model):
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
+    class Meta:
+        indexes = [
+            # The orders still on their way, per mode: admission control counts them on every
+            # POST (orders.workflows), so the count must not grow with the orders ever placed.
+            models.Index(fields=("mode",), condition=models.Q(state__in=("PENDING", "CANCEL_PENDING")), name="orders_in_flight_by_mode"),
+        ]
+
     def __str__(self) -> str:
         return f"order {self.id} {self.state}"
 

@@ -8,11 +8,17 @@ protocols below, what it needs from whoever runs a mode. A mode nobody runs yet 
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
-from eventlog.errors import NotImplementedYet
+from django.conf import settings
+
+from eventlog.errors import NotImplementedYet, Unavailable
 from eventlog.http import IdempotencyKey
 from orders.domain import OrderMode
 
@@ -50,12 +56,53 @@ class Canceller(Protocol):
 
 _placers: dict[OrderMode, Placer] = {}
 _cancellers: dict[OrderMode, Canceller] = {}
+#: How many transactions of a mode are on their way (begun, not ended): admission control.
+_in_flight: dict[OrderMode, Callable[[], int]] = {}
 
 
-def order_workflow_use(mode: OrderMode, *, place: Placer, cancel: Canceller) -> None:
-    """Plug in what runs ``mode`` (at start-up, from the composition root)."""
+def order_workflow_use(mode: OrderMode, *, place: Placer, cancel: Canceller, in_flight: Callable[[], int] | None = None) -> None:
+    """Plug in what runs ``mode`` (at start-up, from the composition root). ``in_flight``
+    counts its transactions under way, for a mode that works after it answers."""
     _placers[mode] = place
     _cancellers[mode] = cancel
+    if in_flight is not None:
+        _in_flight[mode] = in_flight
+
+
+class Overloaded(Unavailable):
+    """Too many transactions of this mode are on their way: come back later (503 + Retry-After)."""
+
+
+_counted: dict[OrderMode, tuple[float, int]] = {}
+_counting = threading.Lock()
+
+
+def order_admission_check(mode: OrderMode) -> None:
+    """Refuse a new transaction while ``ADMISSION_MAX_IN_FLIGHT`` of its mode are on their way.
+
+    A burst larger than a few seconds of throughput would otherwise queue behind itself until
+    its steps time out and are retried, and retries under overload feed the overload. A refusal
+    is cheap and changes nothing; ``Retry-After`` tells a client when to try again. The count is
+    read at most every ``ADMISSION_RECOUNT_SECONDS`` per process (it may admit that long's
+    arrivals past the limit), so admission costs one indexed count per interval, not per request.
+    """
+    count = _in_flight.get(mode)
+    limit = int(settings.ADMISSION_MAX_IN_FLIGHT)
+    if count is None or limit <= 0:
+        return
+    now = time.monotonic()
+    with _counting:
+        at, value = _counted.get(mode, (-math.inf, 0))
+        if now - at >= float(settings.ADMISSION_RECOUNT_SECONDS):
+            value = count()
+            _counted[mode] = (now, value)
+    if value >= limit:
+        retry_after = max(1, math.ceil(float(settings.ADMISSION_RETRY_AFTER_SECONDS)))
+        raise Overloaded(
+            f"{value} {mode.value} transactions are on their way (the limit is {limit}); try again in {retry_after} s.",
+            {"mode": mode.value, "in_flight": value, "limit": limit, "retry_after_seconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 def _not_yet(mode: OrderMode) -> NotImplementedYet:

@@ -205,6 +205,9 @@ def _end(saga_id: uuid.UUID, state: str, phases: _Phases, *, outcome: dict[str, 
     now = timezone.now()
     with transaction.atomic(using=ALIAS):
         saga = SagaInstance.objects.using(ALIAS).select_for_update().get(id=saga_id)
+        if saga.state not in ACTIVE_STATES:  # the other of coordinator and recovery ended it first
+            phases.flush()
+            return
         phases.add("end", state, started_at=now)
         phases.flush()
         saga.state = state
@@ -286,7 +289,10 @@ def _finish_abort(saga: SagaInstance, phases: _Phases, *, reason: str | None, er
     """After the branches are rolled back: record ABORT, store what an abort leaves (a REJECTED
     order), and end COMPENSATED. Raises ``Unavailable`` when the store cannot be done now (the
     record stays RUNNING with its ABORT, and recovery stores it later)."""
-    decided = _decide(saga.id, ABORT, phases, detail=error or f"refused: {reason}", reason=reason)
+    try:
+        decided = _decide(saga.id, ABORT, phases, detail=error or f"refused: {reason}", reason=reason)
+    except DatabaseError as exc:  # undecided stays presumed abort: recovery finishes it later
+        raise Unavailable("The transaction was rolled back, but its record could not be updated now; it will end REJECTED shortly.", {"saga_id": str(saga.id)}) from exc
     assert decided == ABORT, "only the coordinator writes COMMIT, and it is aborting"
     started = timezone.now()
     try:

@@ -14,7 +14,7 @@ from eventlog.errors import Conflict
 from eventlog.http import IdempotencyKey
 from eventlog.idempotency import idempotent_start
 from sagas.engine import ALIAS, SagaConflict, saga_start
-from sagas.models import IdempotencyRecord
+from sagas.models import ACTIVE_STATES, IdempotencyRecord, SagaInstance
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,8 @@ def order_saga_cancel(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Dec
     except SagaConflict as exc:
         raise Conflict(str(exc), {"order_id": str(order_id)}) from None
     return SagaStarted(order_id=order_id, saga_id=saga.id)
+
+
+def order_sagas_in_flight() -> int:
+    """Orchestrated sagas under way (RUNNING or COMPENSATING): what admission control counts."""
+    return SagaInstance.objects.using(ALIAS).filter(mode="orchestration", state__in=ACTIVE_STATES).count()
