@@ -616,7 +616,7 @@ def _pg_es_available() -> bool | str:
     try:
         import eventsourcing.postgres  # noqa: F401
     except Exception as exc:
-        return f"import eventsourcing.postgres failed ({type(exc).__name__}: {exc}); psycopg_pool is not in requirements.txt"
+        return f"import eventsourcing.postgres failed ({type(exc).__name__}: {exc}); requirements.txt pins the psycopg-pool it needs"
     return True
 
 
