@@ -289,6 +289,12 @@ pg_write_conf() {
         echo "fsync = on"
         echo "synchronous_commit = on"
         echo "full_page_writes = on"
+        # Statement counts per database for the benchmarks (bench/sagas.py); contrib ships in
+        # Debian's postgresql-15 package. Costs a few MB of shared memory, nothing until a
+        # database runs CREATE EXTENSION pg_stat_statements to read it.
+        if [[ -f "$(dirname "$PGBIN")/lib/pg_stat_statements.so" ]]; then
+            echo "shared_preload_libraries = 'pg_stat_statements'"
+        fi
     } >"$f"
     chown "$PG_USER:" "$f"
     chmod 600 "$f"
