@@ -294,6 +294,9 @@ pg_write_conf() {
         # database runs CREATE EXTENSION pg_stat_statements to read it.
         if [[ -f "$(dirname "$PGBIN")/lib/pg_stat_statements.so" ]]; then
             echo "shared_preload_libraries = 'pg_stat_statements'"
+            # PostgreSQL 15 keeps one entry per distinct utility statement text (every
+            # PREPARE TRANSACTION / COMMIT PREPARED gid, every savepoint name): room for a run.
+            echo "pg_stat_statements.max = 20000"
         fi
     } >"$f"
     chown "$PG_USER:" "$f"
