@@ -1,15 +1,17 @@
-"""Create-order sagas end to end (HTTP -> gunicorn -> Celery -> PostgreSQL), orchestrated and
-choreographed side by side on the same workload, next to the bare Celery floor, on PostgreSQL + Redis.
+"""Create-order sagas end to end (HTTP -> gunicorn -> Celery -> PostgreSQL), orchestrated,
+choreographed and two-phase-committed side by side on the same workload, next to the bare Celery
+floor, on PostgreSQL + Redis.
 
 Run from the repository root::
 
-    .venv/bin/python bench/sagas.py               # both modes, N=500 each (+ 500 floor chains), about 3 minutes
+    .venv/bin/python bench/sagas.py               # all three modes, N=500 each (+ 500 floor chains), about 6 minutes
     .venv/bin/python bench/sagas.py --quick       # N=100, unsaturated 15
-    .venv/bin/python bench/sagas.py --modes choreography       # one mode only (still with the floor)
+    .venv/bin/python bench/sagas.py --modes 2pc   # one mode only (still with the floor)
     .venv/bin/python bench/sagas.py --pool prefork --concurrency 2     # another worker pool
     .venv/bin/python bench/sagas.py --wake-coalesce 0.05       # diagnostic: another WAKE_COALESCE_SECONDS for every process
     .venv/bin/python bench/sagas.py --wake-by-type             # diagnostic: the relay wakes only subscribers wanting a relayed type
     .venv/bin/python bench/sagas.py --profile     # also a cProfiled pass (bench/results/profile-sagas.txt; --profile-mode)
+    .venv/bin/python bench/sagas.py --profile --profile-mode 2pc   # the pass profiles gunicorn (profile-sagas-2pc.txt)
 
 Set-up: a private PostgreSQL 15 + Redis (``scripts/services.sh start /tmp/bench-services-sagas``,
 wiped first so the databases are fresh, stopped at the end), ``manage.py migrate_all``, a
@@ -20,7 +22,9 @@ of them runs with ``DJANGO_SETTINGS_MODULE=bench.saga_settings``: the project's 
 floor's no-op tasks (bench/noop_tasks.py), so the saga runs and the floor run use the very same
 processes and differ only in the work. ``BENCH_TASK_LOG=1`` makes the workers record every
 ``eventlog.*`` task run (relay or subscriber, its argument, the events it consumed, its time) in
-Redis (bench/noop_tasks.py), one RPUSH per such run.
+Redis (bench/noop_tasks.py), one RPUSH per such run. The server preloads ``pg_stat_statements``
+(scripts/services.sh); the bench reads it, and ``pg_stat_database``, as the superuser from the
+``postgres`` database, which is none of the six.
 
 Phases (after a warm-up of 20 orders per mode and 20 chains), each mode with a customer of its
 own per phase, whose credit limit approves every order of ``{"total": "10.00"}``:
@@ -31,7 +35,10 @@ own per phase, whose credit limit approves every order of ``{"total": "10.00"}``
    for one ``WAKE_COALESCE_SECONDS`` window and 50 ms, so every unsaturated order starts from a
    system at rest, in both modes alike.
 2. saturated: N orders per mode POSTed by ``--threads`` (8) client threads as fast as they go,
-   one mode after the other; then N chains published by as many threads.
+   one mode after the other; then N chains published by as many threads. Before the first, the
+   system idles ``--pg-settle`` (11) seconds, twice, for PostgreSQL's counters: the second
+   window measures the idle background (beat's sweeps); after each run it idles that long
+   again before the counters are read (PostgreSQL 15 may hold a backend's counters 10 s).
 
 What each latency measures (all timestamps from the same machine's clock; polling adds nothing):
 
@@ -53,11 +60,31 @@ What each latency measures (all timestamps from the same machine's clock; pollin
   flows/s by trace ``ended_at``. Every hop of a choreography is a *coalesced wake-up*
   (eventlog/messaging.py): the first in a window is sent at once, a later one in the same window
   waits for the window's trailing edge.
+- **2pc**: ``POST /api/orders/`` with mode ``2pc`` runs the whole protocol in the gunicorn worker
+  (sagas/coordinator.py: the record, both branches' work in prepared transactions, PREPARE,
+  the decision, COMMIT PREPARED, the end) and answers 201 with the final state; no Celery hop on
+  the way (the relay and the projections run afterwards). Latency = the client's POST round
+  trip; also the record's ``ended_at - created_at``. Throughput = N / (last ``ended_at`` - first
+  POST). Per phase of the coordinator log (``sagas_coordinatorlogentry``: begin, work customers,
+  work orders, prepare orders, prepare customers, decision, commit orders, commit customers, end):
+  the median of ``at - started_at``, and of the gap before it (from the previous phase's ``at``),
+  where the record's and the decision's commits fall (a phase's row is stamped before its
+  transaction commits).
 - **floor**: a chain of 6 no-op hops over the orchestration's queue sequence (orders, sagas,
   customers, sagas, orders, sagas); latency = the last hop's start minus the client's publish,
   throughput N / (last hop - first publish).
 
-Ratios: each mode / the floor, and choreography / orchestration (sagas/s, p50, p99, CPU per order).
+Ratios: each mode / the floor, choreography / orchestration, 2pc / orchestration and 2pc /
+choreography (sagas/s, p50, p99, CPU and commits per order).
+
+What each costs per order, in every mode, over each saturated run: commits
+(``pg_stat_database.xact_commit`` deltas for each of the six databases and their sum; an
+autocommit statement is a commit, a PREPARE TRANSACTION counts none, its COMMIT PREPARED two),
+new sessions (``sessions``: connections opened), statements (``pg_stat_statements`` calls, by
+kind: BEGIN, COMMIT, SAVEPOINT, PREPARE TRANSACTION, ...), all less the bench client's own
+statements (counted) and the idle background rate times the window; and Celery task runs: the
+saga's commands and replies (or the floor's hops) from the "succeeded in" lines, relay and
+subscriber runs from the BENCH_TASK_LOG records, beat's sweeps counted apart.
 
 Afterwards: every saga and every flow's trace must be COMPLETED and every order APPROVED;
 ``manage.py verify`` runs against the bench databases. The breakdown comes from the databases'
@@ -69,7 +96,7 @@ relay source and per subscriber, events per run, empty runs) and from /proc (CPU
 component during each run).
 
 Goals: >= 50 sagas/s and unsaturated p50 < 100 ms (each mode); choreography at least as fast as
-orchestration in sagas/s and unsaturated p50. Results: ``bench/results/sagas.json`` and a table
+orchestration in sagas/s and unsaturated p50; 2pc unsaturated p50 < 30 ms. Results: ``bench/results/sagas.json`` and a table
 on stdout; progress on stderr.
 """
 
