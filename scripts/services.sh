@@ -289,6 +289,15 @@ pg_write_conf() {
         echo "fsync = on"
         echo "synchronous_commit = on"
         echo "full_page_writes = on"
+        # Statement counts per database for the benchmarks (bench/sagas.py); contrib ships in
+        # Debian's postgresql-15 package. Costs a few MB of shared memory, nothing until a
+        # database runs CREATE EXTENSION pg_stat_statements to read it.
+        if [[ -f "$(dirname "$PGBIN")/lib/pg_stat_statements.so" ]]; then
+            echo "shared_preload_libraries = 'pg_stat_statements'"
+            # PostgreSQL 15 keeps one entry per distinct utility statement text (every
+            # PREPARE TRANSACTION / COMMIT PREPARED gid, every savepoint name): room for a run.
+            echo "pg_stat_statements.max = 20000"
+        fi
     } >"$f"
     chown "$PG_USER:" "$f"
     chmod 600 "$f"
