@@ -206,6 +206,9 @@ TWO_PC_NODE_NAME = env.str("TWO_PC_NODE_NAME", default="node1")
 #: never decided, so a coordinator still preparing is not undone from under it (Narayana's
 #: orphanSafetyInterval is 20 s).
 TWO_PC_SAFETY_INTERVAL_SECONDS = env.float("TWO_PC_SAFETY_INTERVAL_SECONDS", default=30.0)
+#: A decided transaction is left to its coordinator this long after its decision (it is
+#: committing it), so the sweep does not finish it from under a live coordinator.
+TWO_PC_DECIDED_GRACE_SECONDS = env.float("TWO_PC_DECIDED_GRACE_SECONDS", default=2.0)
 #: How long a 2PC branch waits for a row lock (one held by an in-doubt transaction, say) before
 #: the coordinator aborts (0: wait as long as the lock is held).
 TWO_PC_LOCK_TIMEOUT_SECONDS = env.float("TWO_PC_LOCK_TIMEOUT_SECONDS", default=10.0)

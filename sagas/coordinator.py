@@ -42,6 +42,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from eventlog.domain import ConcurrencyError, DomainError, MessageContext
@@ -201,23 +202,20 @@ def _decide(saga_id: uuid.UUID, decision: str, phases: _Phases, *, detail: str =
         return standing
 
 
-def _end(saga_id: uuid.UUID, state: str, phases: _Phases, *, outcome: dict[str, Any] | None, error: str = "") -> None:
+def _end(saga: SagaInstance, state: str, phases: _Phases, *, outcome: dict[str, Any] | None, error: str = "") -> bool:
+    """End the record (one guarded UPDATE: whichever of coordinator and recovery comes second
+    changes nothing) with the phases gathered so far. Answers whether this call ended it."""
     now = timezone.now()
+    data = {**saga.data, "outcome": outcome} if outcome is not None else saga.data
+    changes: dict[str, Any] = {"state": state, "ended_at": now, "updated_at": now, "version": F("version") + 1, "data": data}
+    if error:
+        changes["last_error"] = error[:2000]
     with transaction.atomic(using=ALIAS):
-        saga = SagaInstance.objects.using(ALIAS).select_for_update().get(id=saga_id)
-        if saga.state not in ACTIVE_STATES:  # the other of coordinator and recovery ended it first
-            phases.flush()
-            return
-        phases.add("end", state, started_at=now)
+        ended = SagaInstance.objects.using(ALIAS).filter(id=saga.id, state__in=ACTIVE_STATES).update(**changes) == 1
+        if ended:
+            phases.add("end", state, started_at=now)
         phases.flush()
-        saga.state = state
-        saga.ended_at = saga.updated_at = timezone.now()
-        saga.version += 1
-        if outcome is not None:
-            saga.data = {**saga.data, "outcome": outcome}
-        if error:
-            saga.last_error = error[:2000]
-        saga.save(using=ALIAS, update_fields=["state", "ended_at", "updated_at", "version", "data", "last_error"])
+    return ended
 
 
 # --- the coordinator ------------------------------------------------------------------------
@@ -304,7 +302,7 @@ def _finish_abort(saga: SagaInstance, phases: _Phases, *, reason: str | None, er
         raise Unavailable("The order could not be stored now; it will be stored REJECTED shortly.", {"saga_id": str(saga.id)}) from exc
     if outcome is not None:
         phases.add("store", "ok", branch="orders", started_at=started, detail=f"order {outcome['state']} ({outcome['rejection_reason']})")
-    _end(saga.id, SagaState.COMPENSATED, phases, outcome=outcome, error=error)
+    _end(saga, SagaState.COMPENSATED, phases, outcome=outcome, error=error)
     _observe("ended", saga.id)
     return outcome
 
@@ -360,7 +358,7 @@ def _protocol(saga: SagaInstance, phases: _Phases, work: Callable[[_Coordinator]
         with transaction.atomic(using=ALIAS):
             phases.flush()
         return outcome  # decided and durable: recovery finishes the commit; the answer stands
-    _end(saga.id, SagaState.COMPLETED, phases, outcome=outcome)
+    _end(saga, SagaState.COMPLETED, phases, outcome=outcome)
     _observe("ended", saga.id)
     return outcome
 
@@ -374,9 +372,11 @@ def order_two_phase_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total:
     phases = _Phases(saga_id=uuid.uuid4(), actor=COORDINATOR)
     data = {"order_id": str(order_id), "customer_id": str(customer_id), "total": f"{total:.2f}"}
 
+    begun: list[SagaInstance] = []
+
     def start() -> TwoPhaseFinished:
-        saga = _begin(saga_type="create_order", subject_id=order_id, data=data, phases=phases)
-        return TwoPhaseFinished(order_id=order_id, saga_id=saga.id)
+        begun.append(_begin(saga_type="create_order", subject_id=order_id, data=data, phases=phases))
+        return TwoPhaseFinished(order_id=order_id, saga_id=begun[0].id)
 
     started = idempotent_start(
         idempotency, alias=ALIAS, records=IdempotencyRecord, start=start, status_code=201,
@@ -384,7 +384,7 @@ def order_two_phase_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total:
     )
     if started.replayed:
         return started
-    saga = SagaInstance.objects.using(ALIAS).get(id=started.saga_id)
+    saga = begun[0]
 
     def work(coordinator: _Coordinator) -> dict[str, Any]:
         answer = coordinator.run_branch("customers", "customers.credit_reserve", customer_id=customer_id, order_id=order_id, amount=total)
@@ -467,28 +467,50 @@ def in_doubt_resolve(*, actor: str = "resolve_in_doubt", safety_seconds: float |
     (presumed abort), is rolled back. Each action is recorded in the log.
 
     Looks at both the prepared transactions of our node and the records still RUNNING (a
-    coordinator that died before any PREPARE leaves only a record). With ``dry_run`` it only
-    reports what it would do.
+    coordinator that died before any PREPARE leaves only a record). A decided transaction is
+    left to its coordinator for ``TWO_PC_DECIDED_GRACE_SECONDS`` after its decision (it is
+    usually committing it that very millisecond). ``safety_seconds`` overrides both intervals
+    (an operator who knows no coordinator runs). With ``dry_run`` it only reports.
     """
     report = ResolveReport()
     if two_phase_problems():
         return report
     safety = dt.timedelta(seconds=float(settings.TWO_PC_SAFETY_INTERVAL_SECONDS if safety_seconds is None else safety_seconds))
+    grace = min(safety, dt.timedelta(seconds=float(settings.TWO_PC_DECIDED_GRACE_SECONDS)))
+    # Decisions first, prepared transactions after: a branch of a decided transaction that is
+    # missing from a list read *after* its decision has been finished; it cannot be one that
+    # is "not prepared yet" (COMMIT is only logged once both are prepared).
+    running = {saga.id: saga for saga in SagaInstance.objects.using(ALIAS).filter(mode=MODE, state__in=ACTIVE_STATES)}
+    decisions = {
+        saga_id: (outcome, at)
+        for saga_id, outcome, at in CoordinatorLogEntry.objects.using(ALIAS).filter(saga_id__in=running.keys(), phase="decision").values_list("saga_id", "outcome", "at")
+    }
     ours, report.foreign = prepared_by_transaction()
-    running = set(SagaInstance.objects.using(ALIAS).filter(mode=MODE, state__in=ACTIVE_STATES).values_list("id", flat=True))
-    for transaction_id in sorted(running | ours.keys()):
+    for transaction_id in sorted(running.keys() | ours.keys()):
         try:
-            _resolve_one(transaction_id, ours.get(transaction_id, []), actor=actor, safety=safety, dry_run=dry_run, report=report)
-        except DatabaseError as exc:
+            if transaction_id in running:
+                saga: SagaInstance | None = running[transaction_id]
+                decided = decisions.get(transaction_id)
+            else:  # a prepared branch whose record has ended, or has none: read it after the list
+                saga = SagaInstance.objects.using(ALIAS).filter(id=transaction_id).first()
+                decided = CoordinatorLogEntry.objects.using(ALIAS).filter(saga_id=transaction_id, phase="decision").values_list("outcome", "at").first()
+            _resolve_one(transaction_id, saga, decided, ours.get(transaction_id, []), actor=actor, safety=safety, grace=grace, dry_run=dry_run, report=report)
+        except (DatabaseError, BranchError) as exc:
             report.errors.append(f"{transaction_id}: {type(exc).__name__}: {exc}")
     return report
 
 
-def _resolve_one(transaction_id: uuid.UUID, prepared: list[Prepared], *, actor: str, safety: dt.timedelta, dry_run: bool, report: ResolveReport) -> None:
-    saga = SagaInstance.objects.using(ALIAS).filter(id=transaction_id).first()
+def _resolve_one(
+    transaction_id: uuid.UUID, saga: SagaInstance | None, decided: tuple[str, dt.datetime] | None, prepared: list[Prepared],
+    *, actor: str, safety: dt.timedelta, grace: dt.timedelta, dry_run: bool, report: ResolveReport,
+) -> None:
     now = timezone.now()
-    decision = decision_get(transaction_id)
-    if decision is None:
+    if decided is not None:
+        decision, decided_at = decided
+        if now - decided_at < grace:
+            report.waiting.append(f"{transaction_id}: decided {decision} {(now - decided_at).total_seconds():.1f}s ago: its coordinator is finishing it")
+            return
+    else:
         born = saga.created_at if saga is not None else min(p.prepared_at for p in prepared)
         if now - born < safety:
             report.waiting.append(f"{transaction_id}: undecided, {(now - born).total_seconds():.1f}s old (safety interval {safety.total_seconds():.0f}s): its coordinator may be alive")
@@ -502,8 +524,12 @@ def _resolve_one(transaction_id: uuid.UUID, prepared: list[Prepared], *, actor: 
             for p in prepared:
                 _finish(p.alias, p.gid, commit=False, phases=None, report=report)
             return
-        phases = _Phases(saga_id=transaction_id, actor=actor)
-        decision = _decide(transaction_id, ABORT, phases, detail=f"presumed abort: no decision after {(now - born).total_seconds():.1f}s")
+        decision = _decide(transaction_id, ABORT, _Phases(saga_id=transaction_id, actor=actor), detail=f"presumed abort: no decision after {(now - born).total_seconds():.1f}s")
+        if decision != ABORT:
+            # Its coordinator decided COMMIT after our first look: what it prepared may not have
+            # been in our list yet. Look again, now that the decision is known.
+            ours, _ = prepared_by_transaction()
+            prepared = ours.get(transaction_id, [])
     if saga is None:
         report.errors.append(f"{transaction_id}: decided {decision} but its record is gone; left alone")
         return
@@ -513,20 +539,17 @@ def _resolve_one(transaction_id: uuid.UUID, prepared: list[Prepared], *, actor: 
         return
     phases = _Phases(saga_id=transaction_id, actor=actor)
     finished = all(_finish(p.alias, p.gid, commit=decision == COMMIT, phases=phases, report=report) for p in prepared)
-    if not finished:
-        with transaction.atomic(using=ALIAS):
-            phases.flush()
-        return
-    if saga.state not in ACTIVE_STATES:
+    if not finished or saga.state not in ACTIVE_STATES:
         if phases.rows:
             with transaction.atomic(using=ALIAS):
                 phases.flush()
         return
     if decision == COMMIT:
         outcome = saga.data.get("outcome") or ({"state": "APPROVED", "rejection_reason": None, "version": 2} if saga.type == "create_order" else None)
-        _end(transaction_id, SagaState.COMPLETED, phases, outcome=outcome)
+        ended = _end(saga, SagaState.COMPLETED, phases, outcome=outcome)
     else:
         started = timezone.now()
+        saga.refresh_from_db(using=ALIAS)  # the ABORT may have brought the refusal's reason
         try:
             outcome = _reject_store(saga, saga.data.get("reason"))()
         except (DatabaseError, BranchError) as exc:
@@ -537,8 +560,9 @@ def _resolve_one(transaction_id: uuid.UUID, prepared: list[Prepared], *, actor: 
             return
         if outcome is not None:
             phases.add("store", "ok", branch="orders", started_at=started, detail=f"order {outcome['state']}")
-        _end(transaction_id, SagaState.COMPENSATED, phases, outcome=outcome, error=saga.last_error or f"aborted by {actor}")
-    report.ended.append(transaction_id)
+        ended = _end(saga, SagaState.COMPENSATED, phases, outcome=outcome, error=saga.last_error or f"aborted by {actor}")
+    if ended:
+        report.ended.append(transaction_id)
 
 
 def _finish(alias: str, prepared_gid: str, *, commit: bool, phases: _Phases | None, report: ResolveReport) -> bool:

@@ -181,6 +181,32 @@ def test_an_undecided_transaction_is_presumed_aborted_only_after_the_safety_inte
 
 
 @requires_postgres
+def test_a_decided_transaction_is_left_to_its_coordinator_for_a_grace_period() -> None:
+    """The sweep must not finish a transaction its live coordinator is committing right now."""
+    from sagas.coordinator import COMMIT, _decide, _Phases
+
+    customer = customer_create(name="Ada", credit_limit="100.00")
+    saga = SagaInstance.objects.using("sagas").create(
+        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
+        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
+        created_at=timezone.now(), updated_at=timezone.now(),
+    )
+    _leave_prepared(saga.id, "orders")
+    _leave_prepared(saga.id, "customers")
+    assert _decide(saga.id, COMMIT, _Phases(saga_id=saga.id, actor="coordinator")) == COMMIT
+    fresh = in_doubt_resolve(actor="sweep")
+    assert fresh.committed == [] and "its coordinator is finishing it" in fresh.waiting[0]
+    assert len(prepared_list("orders")) == len(prepared_list("customers")) == 1
+    from django.test import override_settings
+
+    with override_settings(TWO_PC_DECIDED_GRACE_SECONDS=0):
+        later = in_doubt_resolve(actor="sweep")
+    assert sorted(later.committed) == sorted([gid(saga.id, "orders"), gid(saga.id, "customers")]) and later.ended == [saga.id]
+    saga.refresh_from_db()
+    assert saga.state == "COMPLETED"
+
+
+@requires_postgres
 def test_a_decision_is_written_once_whoever_comes_second_obeys_it() -> None:
     from sagas.coordinator import ABORT, COMMIT, _decide, _Phases
 

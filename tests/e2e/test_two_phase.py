@@ -221,6 +221,7 @@ def _release_stray(customer_id: uuid.UUID) -> None:
         credit_release(customer_id=customer_id, order_id=order_id, context=MessageContext(correlation_id=uuid.uuid4()))
 
 
+@override_settings(TWO_PC_DECIDED_GRACE_SECONDS=0)  # the coordinator is dead: no need to leave it time
 def test_a_prepared_transaction_survives_a_postgresql_restart_and_is_finished_on_a_new_connection(broker_url: str) -> None:
     customer = customer_create(name="Ada", credit_limit="100.00")
     coordinator = Coordinator(broker_url, "decided", "place", str(customer.id), "25.00")
