@@ -367,15 +367,18 @@ def _worker_es(params: dict[str, Any]) -> dict[str, Any]:
                 sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(cursor.fetchone()[0], "?")
         for i in range(WARMUP):
             app.save(BenchCustomer(f"warmup {i}", "100.00"))
+        # The library names its table after the application on PostgreSQL ("benchapplication_events")
+        # and "stored_events" on SQLite: ask the recorder.
+        events_table = app.recorder.events_table_name  # type: ignore[attr-defined]
         with app.factory.datastore.transaction(commit=True) as cursor:
-            cursor.execute("DELETE FROM stored_events")
+            cursor.execute(f"DELETE FROM {events_table}")
         n1 = params["n1"]
         start = time.perf_counter()
         for i in range(n1):
             app.save(BenchCustomer(f"es {i}", "100.00"))
         es_1 = measured(n1, time.perf_counter() - start)
         with app.factory.datastore.transaction(commit=False) as cursor:
-            cursor.execute("SELECT count(*) FROM stored_events")
+            cursor.execute(f"SELECT count(*) FROM {events_table}")
             row = cursor.fetchone()
             count = row[0] if not isinstance(row, dict) else next(iter(row.values()))
         app.close()
