@@ -114,9 +114,13 @@ class Repository(Generic[A]):
     def save(self, aggregate: A, *, context: MessageContext) -> list[RecordedEvent]:
         if not transaction.get_connection(self.alias).in_atomic_block:
             raise RuntimeError("Repository.save must run inside transaction.atomic(using=alias)")
-        recorded = self.store.append(aggregate=aggregate, context=context)
-        if recorded:
-            self.write_state(aggregate, recorded)
+        if self.writes_new_state_row(aggregate):
+            recorded = self._insert_new(aggregate, context)  # events and state row: one statement on PostgreSQL
+            wake_on_commit("eventlog.relay", using=self.alias, args=(self.store.source,))
+        else:
+            recorded = self.store.append(aggregate=aggregate, context=context)
+            if recorded:
+                self.write_state(aggregate, recorded)
         aggregate.mark_saved()
         return recorded
 
@@ -132,6 +136,11 @@ class Repository(Generic[A]):
         """The current-state row of a new aggregate (field names), for ``create``."""
         raise NotImplementedError
 
+    def writes_new_state_row(self, aggregate: A) -> bool:
+        """Whether saving ``aggregate`` writes its first events and only ``new_state_row``."""
+        pending = aggregate.pending_events
+        return self.state_model is not None and bool(pending) and pending[0][0] == 1
+
     def create(self, aggregate: A, *, context: MessageContext) -> list[RecordedEvent]:
         """Save a new aggregate (its first events) in a transaction of its own; the relay is
         woken after the commit. ``ConcurrencyError`` if its stream already exists.
@@ -143,24 +152,32 @@ class Repository(Generic[A]):
         Inside an open transaction it is ``save``.
         """
         connection = connections[self.alias]
-        if self.state_model is None or connection.in_atomic_block:
+        if not self.writes_new_state_row(aggregate) or connection.in_atomic_block:
             if connection.in_atomic_block:
                 return self.save(aggregate, context=context)
             with transaction.atomic(using=self.alias):
                 return self.save(aggregate, context=context)
+        recorded = self._insert_new(aggregate, context)
+        if recorded:
+            wake("eventlog.relay", args=(self.store.source,))  # committed: no on_commit to wait for
+        aggregate.mark_saved()
+        return recorded
+
+    def _insert_new(self, aggregate: A, context: MessageContext) -> list[RecordedEvent]:
+        """The first events of a stream and its state row; a transaction of their own when no
+        transaction is open."""
+        assert self.state_model is not None
         recorded = self.store.new_events(aggregate=aggregate, context=context)
         if not recorded:
             return []
         if recorded[0].version != 1:
-            raise ValueError(f"create is for new aggregates; {aggregate.stream_type} {aggregate.id} is at version {recorded[0].version - 1}")
+            raise ValueError(f"not a new aggregate: {aggregate.stream_type} {aggregate.id} is at version {recorded[0].version - 1}")
         try:
             insert_new_with_state(
                 self.alias, self.store.model, [event_row(event) for event in recorded], self.state_model, self.new_state_row(aggregate, recorded)
             )
         except IntegrityError as exc:
             raise self.store.conflict(aggregate, exc) from exc
-        wake("eventlog.relay", args=(self.store.source,))  # committed: no on_commit to wait for
-        aggregate.mark_saved()
         return recorded
 
 
