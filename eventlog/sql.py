@@ -13,6 +13,7 @@ against ``get_db_prep_save`` for every event type), for any other field through
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import functools
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connections
+from django.db.backends.utils import CursorWrapper
 from django.db.models import (
     CharField,
     DateTimeField,
@@ -205,7 +207,6 @@ def server_cursor(alias: str) -> Any:
     """A Django cursor (execute wrappers, error translation) over a psycopg cursor that binds
     parameters on the server, for statements with large parameters (arrays)."""
     import psycopg
-    from django.db.backends.utils import CursorWrapper
 
     connection = connections[alias]
     connection.ensure_connection()
@@ -289,18 +290,23 @@ def insert_new_with_state(
         return
     events_sql = _insert_sql(event_model, event_names, len(event_rows), alias, False)
     state_sql = _insert_sql(state_model, state_names, 1, alias, False)
-    if not own_transaction or connection.vendor != "sqlite" or connection.execute_wrappers:
-        with transaction.atomic(using=alias), connection.cursor() as cursor:
+    if not own_transaction or connection.vendor != "sqlite":
+        # In the caller's transaction no savepoint: a failure aborts the caller's transaction.
+        with transaction.atomic(using=alias) if own_transaction else contextlib.nullcontext(), connection.cursor() as cursor:
             cursor.execute(events_sql, event_params)
             cursor.execute(state_sql, state_params)
         return
+    connection.ensure_connection()
     raw = connection.connection
+    # Through the execute wrappers when there are any (they see the two inserts, as they would
+    # in transaction.atomic; BEGIN and COMMIT are not statements of Django's cursor either).
+    execute = CursorWrapper(raw.cursor(), connection).execute if connection.execute_wrappers else raw.execute
     mode = connection.transaction_mode  # type: ignore[attr-defined]
     with connection.wrap_database_errors:
         raw.execute(f"BEGIN {mode}" if mode else "BEGIN")
         try:
-            raw.execute(_qmark(events_sql), event_params)
-            raw.execute(_qmark(state_sql), state_params)
+            execute(_qmark(events_sql), event_params)
+            execute(_qmark(state_sql), state_params)
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:
