@@ -160,12 +160,14 @@ def _insert_sql(model: type[Model], names: tuple[str, ...], rows: int, alias: st
     columns = ", ".join(quote(field.column) for field in _fields(model, names))
     placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES " + ", ".join([placeholders] * rows)
+    return sql + _on_conflict(model, alias, on_conflict_ignore)
+
+
+def _on_conflict(model: type[Model], alias: str, on_conflict_ignore: bool | str) -> str:
     if isinstance(on_conflict_ignore, str):
         (target,) = _fields(model, (on_conflict_ignore,))
-        sql += f" ON CONFLICT ({quote(target.column)}) DO NOTHING"
-    elif on_conflict_ignore:
-        sql += " ON CONFLICT DO NOTHING"
-    return sql
+        return f" ON CONFLICT ({connections[alias].ops.quote_name(target.column)}) DO NOTHING"
+    return " ON CONFLICT DO NOTHING" if on_conflict_ignore else ""
 
 
 #: From this many rows on, PostgreSQL gets one array per column (``unnest``) with the values bound
@@ -185,12 +187,7 @@ def _unnest_sql(model: type[Model], names: tuple[str, ...], alias: str, on_confl
     values = ", ".join(f"u.c{i}::jsonb" if isinstance(field, JSONField) else f"u.c{i}" for i, field in enumerate(fields))
     aliases = ", ".join(f"c{i}" for i in range(len(fields)))
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) SELECT {values} FROM unnest({arrays}) AS u({aliases})"
-    if isinstance(on_conflict_ignore, str):
-        (target,) = _fields(model, (on_conflict_ignore,))
-        sql += f" ON CONFLICT ({quote(target.column)}) DO NOTHING"
-    elif on_conflict_ignore:
-        sql += " ON CONFLICT DO NOTHING"
-    return sql
+    return sql + _on_conflict(model, alias, on_conflict_ignore)
 
 
 @functools.cache
