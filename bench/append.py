@@ -59,6 +59,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _common import count_pg_round_trips  # bench/ is the script's directory, first on sys.path
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Another worktree's bench may use the default at the same time: BENCH_SERVICES_DIR picks another.
@@ -249,10 +251,10 @@ def count_calls(work: Any, events: int, aliases: list[str]) -> dict[str, Any]:
 
     * ``statements``: the SQL statements Django's ``connection.execute_wrapper`` sees (what goes
       through a cursor; not BEGIN/COMMIT, which a backend sends on its own);
-    * ``round_trips``: on PostgreSQL every wait of psycopg for the server (one per exchange:
-      BEGIN, each statement, COMMIT; a pipeline would be one); on SQLite every statement the
-      engine runs, BEGIN and COMMIT included (``sqlite3.Connection.set_trace_callback``): there
-      is no network, this is the number of calls into the engine.
+    * ``round_trips``: on PostgreSQL the exchanges with the server (``count_pg_round_trips``);
+      on SQLite every statement the engine runs, BEGIN and COMMIT included
+      (``sqlite3.Connection.set_trace_callback``): there is no network, this is the number of
+      calls into the engine.
     """
     import contextlib
 
@@ -278,15 +280,11 @@ def count_calls(work: Any, events: int, aliases: list[str]) -> dict[str, Any]:
             stack.enter_context(connection.execute_wrapper(watch))
             raw = connection.connection
             if connection.vendor == "postgresql":
-                original = raw.wait
-
-                def counting_wait(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                def counted(n: int) -> None:
                     nonlocal round_trips
-                    round_trips += 1
-                    return _original(*args, **kwargs)
+                    round_trips += n
 
-                raw.wait = counting_wait
-                undo.append(lambda raw=raw: delattr(raw, "wait"))
+                undo.append(count_pg_round_trips(raw, counted))
             else:
                 raw.set_trace_callback(trace)
                 undo.append(lambda raw=raw: raw.set_trace_callback(None))
@@ -383,15 +381,11 @@ def _worker_floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     with_state_per_txn(params["n1"])
     floor_2 = measured(params["n1"], time.perf_counter() - start)
-    calls = 0
-
-    def trace(_sql: str) -> None:
-        nonlocal calls
-        calls += 1
-
-    connection.set_trace_callback(trace)
+    traced: list[str] = []
+    connection.set_trace_callback(traced.append)  # every statement the engine runs
     one_per_txn(COUNTED_N)
     connection.set_trace_callback(None)
+    calls = len(traced)
     connection.close()
     if count != floor_1["events"] + floor_100["events"]:
         raise RuntimeError(f"floor check failed: {count} rows")
@@ -453,16 +447,14 @@ def _worker_floor_pg(params: dict[str, Any]) -> dict[str, Any]:
     with_state_per_txn(params["n1"])
     floor_2 = measured(params["n1"], time.perf_counter() - start)
     waits = 0
-    original = connection.wait
 
-    def counting_wait(*args: Any, **kwargs: Any) -> Any:
+    def counted(n: int) -> None:
         nonlocal waits
-        waits += 1
-        return original(*args, **kwargs)
+        waits += n
 
-    connection.wait = counting_wait  # type: ignore[method-assign]
+    undo = count_pg_round_trips(connection, counted)
     one_per_txn(COUNTED_N)
-    del connection.wait
+    undo()
     connection.close()
     if count != floor_1["events"] + floor_100["events"]:
         raise RuntimeError(f"floor check failed: {count} rows")

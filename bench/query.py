@@ -212,8 +212,8 @@ COUNTED_REQUESTS = 200
 
 
 def count_per_request(client: Any, paths: list[str]) -> dict[str, Any]:
-    """Statements (``execute_wrapper`` on every alias), PostgreSQL round trips (psycopg's waits)
-    and Redis round trips (redis-py's ``send_packed_command``: a pipeline is one) per request,
+    """Statements (``execute_wrapper`` on every alias), PostgreSQL round trips
+    (``_common.count_pg_round_trips``) and Redis round trips (redis-py's ``send_packed_command``: a pipeline is one) per request,
     over ``paths`` after the timed passes: a regression shows as a number."""
     import contextlib
 
@@ -232,28 +232,24 @@ def count_per_request(client: Any, paths: list[str]) -> dict[str, Any]:
         counts["redis_round_trips"] += 1
         return original_send(self, *args, **kwargs)
 
-    def counting_wait(original: Any) -> Any:
-        def wait(*args: Any, **kwargs: Any) -> Any:
-            counts["pg_round_trips"] += 1
-            return original(*args, **kwargs)
-        return wait
+    def counted(n: int) -> None:
+        counts["pg_round_trips"] += n
 
-    patched = []
+    undo = []
     with contextlib.ExitStack() as stack:
         for alias in connections:
             connection = connections[alias]
             stack.enter_context(connection.execute_wrapper(watch))
             if connection.vendor == "postgresql" and connection.connection is not None:
-                connection.connection.wait = counting_wait(connection.connection.wait)
-                patched.append(connection.connection)
+                undo.append(common.count_pg_round_trips(connection.connection, counted))
         redis.connection.AbstractConnection.send_packed_command = counting_send  # type: ignore[method-assign]
         try:
             for path in paths:
                 client.get(path)
         finally:
             redis.connection.AbstractConnection.send_packed_command = original_send  # type: ignore[method-assign]
-            for raw in patched:
-                del raw.wait
+            for step in undo:
+                step()
     return {"requests": len(paths), **counts, **{f"{key}_per_request": round(value / len(paths), 3) for key, value in counts.items()}}
 
 
