@@ -193,9 +193,13 @@ def _unnest_sql(model: type[Model], names: tuple[str, ...], alias: str, on_confl
 @functools.cache
 def _unnest_adapters(model: type[Model], names: tuple[str, ...], alias: str) -> tuple[Callable[[Any], Any], ...]:
     """As ``_adapters``, with JSON as text (the statement casts the text array to jsonb)."""
+    def json_text(field: JSONField) -> Callable[[Any], Any]:  # type: ignore[type-arg]
+        encode = json_dumps if field.encoder is None else functools.partial(json.dumps, cls=field.encoder)
+        return lambda value: str(value) if type(value) is JSONText else None if value is None else encode(value)
+
     fields = _fields(model, names)
     return tuple(
-        (lambda value: str(value) if type(value) is JSONText else None if value is None else json_dumps(value)) if isinstance(field, JSONField) else adapt
+        json_text(field) if isinstance(field, JSONField) else adapt
         for field, adapt in zip(fields, _adapters(model, names, alias), strict=True)
     )
 
