@@ -1,4 +1,5 @@
-"""Helpers shared by bench/replay.py and bench/query.py (bench/append.py keeps its own copies).
+"""Helpers shared by bench/replay.py and bench/query.py (bench/append.py keeps its own copies,
+but for :func:`count_pg_round_trips`).
 
 * process plumbing: progress logging, child workers, ``manage.py``, the private PostgreSQL +
   Redis of ``scripts/services.sh``, the embedded broker of ``config.launcher.Stack``;
@@ -438,3 +439,27 @@ def _norm(value: Any) -> Any:
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC)
     return value
+
+
+def count_pg_round_trips(raw: Any, add: Any) -> Any:
+    """Count the exchanges of a psycopg connection with its server into ``add(n)``; returns the
+    undo. Every ``Connection.wait`` is one (a statement, a COMMIT), and so is the BEGIN that
+    psycopg sends on its own before the first statement of a transaction, inside that
+    statement's wait. Instance attributes, so nothing else is touched."""
+    wait, exec_command = raw.wait, raw._exec_command
+
+    def counting_wait(*args: Any, **kwargs: Any) -> Any:
+        add(1)
+        return wait(*args, **kwargs)
+
+    def counting_exec_command(command: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(command, bytes) and command.lstrip().upper().startswith(b"BEGIN"):  # psycopg's own, always bytes
+            add(1)
+        return exec_command(command, *args, **kwargs)
+
+    raw.wait, raw._exec_command = counting_wait, counting_exec_command
+
+    def undo() -> None:
+        del raw.wait, raw._exec_command
+
+    return undo

@@ -10,8 +10,9 @@ Run from the repository root::
 Figures (events per second; the median of the repeats is reported):
 
 * ours, 1/txn     ``customers.services.customer_create`` N times: one CustomerCreated event and the
-                  state row per transaction of the ``customers`` database, plus the Celery relay
-                  notification sent after commit (a real broker round trip, part of the cost).
+                  state row per transaction of the ``customers`` database, plus the relay wake-up
+                  after commit (``eventlog.messaging``: handed to the notifier thread, which sends
+                  at most one broker message per coalescing window; that thread runs meanwhile).
 * ours, 100/txn   100 new ``Customer`` aggregates saved with ``customer_repository.save`` inside one
                   ``transaction.atomic(using="customers")`` (100 streams, 1 event each).
 * relay           ``eventlog.relay.outbox_relay("customers", batch_size=1000)`` over everything the
@@ -26,8 +27,12 @@ Figures (events per second; the median of the repeats is reported):
 
 Every measurement runs in its own child process (this same file with ``--_worker``), after a short
 warm-up, on empty tables: fresh files for SQLite, TRUNCATE / re-created tables for PostgreSQL. No
-Celery worker runs: relay notifications pile up in the broker and are purged after each repeat (the
-purged count is recorded as a check that every send happened).
+Celery worker runs: relay notifications pile up in the broker and are purged after each repeat
+(``broker_purged``; far fewer than ``wake_ups_requested``, as the wake-ups are coalesced).
+
+After the timed passes, each ``ours`` worker counts statements and round trips per event over one
+more pass of each kind (``count_calls``; ``counts`` in the JSON, printed under each table); the
+floor workers count theirs the same way.
 
 Results: ``bench/results/append.json`` (machine, configuration, every repeat, medians) and a table
 per database on stdout. Progress goes to stderr.
@@ -54,9 +59,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _common import count_pg_round_trips  # bench/ is the script's directory, first on sys.path
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PG_SERVICES_DIR = Path("/tmp/bench-services")
+# Another worktree's bench may use the default at the same time: BENCH_SERVICES_DIR picks another.
+PG_SERVICES_DIR = Path(os.environ.get("BENCH_SERVICES_DIR", "/tmp/bench-services"))
 SERVICES_SCRIPT = BASE_DIR / "scripts" / "services.sh"
 FLOOR_TABLE = "bench_floor_event"
 ES_PG_DATABASE = "bench_eventsourcing"
@@ -74,6 +82,7 @@ FIGURES = (
     ("relay", "relay (batch 1000)", "floor_100"),
     ("floor_1", "floor: raw 1 row/txn", "floor_1"),
     ("floor_100", "floor: raw 100 rows/txn", "floor_100"),
+    ("floor_2", "floor: raw event+state/txn", "floor_1"),
     ("es_1", "eventsourcing lib, 1/save", "floor_1"),
 )
 
@@ -192,8 +201,17 @@ def _worker_ours(params: dict[str, Any]) -> dict[str, Any]:
     if relayed != pending or in_log != pending or outbox_backlog()["customers"] != 0:
         raise RuntimeError(f"relay check failed: pending {pending}, relayed {relayed}, in log {in_log}")
 
-    result: dict[str, Any] = {"ours_1": ours_1, "ours_100": ours_100, "relay": relay, "info": info,
-                              "broker_sends_expected": WARMUP + 10 + n1 + batches * 100}
+    # Statements and round trips, counted in this same process after the timed passes (item 5
+    # of issue 12): a regression shows as a number, not only as a rate.
+    counted = COUNTED_N
+    counts = {
+        "ours_1": count_calls(lambda: [customer_create(name=f"counted {i}", credit_limit="100.00") for i in range(counted)], counted,
+                              ["customers"]),
+        "ours_100": count_calls(lambda: save_batch(100, "counted batch"), 100, ["customers"]),
+    }
+    counts["relay"] = count_calls(lambda: outbox_relay("customers", batch_size=1000), counted + 100, ["customers", "eventlog"])
+    result: dict[str, Any] = {"ours_1": ours_1, "ours_100": ours_100, "relay": relay, "info": info, "counts": counts,
+                              "wake_ups_requested": WARMUP + 10 + n1 + batches * 100 + counted + 100}
 
     if params.get("profile_to"):
         # Unmeasured extra passes under cProfile: the 1/txn path, the 100/txn path, the relay.
@@ -220,9 +238,63 @@ def _worker_ours(params: dict[str, Any]) -> dict[str, Any]:
             stats = pstats.Stats(profiler, stream=out)
             stats.sort_stats("cumulative").print_stats(40)
             stats.sort_stats("tottime").print_stats(25)
-        result["broker_sends_expected"] += count + count // 100 * 100
+        result["wake_ups_requested"] += count + count // 100 * 100
         Path(params["profile_to"]).write_text(out.getvalue())
     return result
+
+
+COUNTED_N = 100
+
+
+def count_calls(work: Any, events: int, aliases: list[str]) -> dict[str, Any]:
+    """Run ``work`` (``events`` events) once and count, per event, over ``aliases``:
+
+    * ``statements``: the SQL statements Django's ``connection.execute_wrapper`` sees (what goes
+      through a cursor; not BEGIN/COMMIT, which a backend sends on its own);
+    * ``round_trips``: on PostgreSQL the exchanges with the server (``count_pg_round_trips``);
+      on SQLite every statement the engine runs, BEGIN and COMMIT included
+      (``sqlite3.Connection.set_trace_callback``): there is no network, this is the number of
+      calls into the engine.
+    """
+    import contextlib
+
+    from django.db import connections
+
+    statements = 0
+    round_trips = 0
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal statements
+        statements += 1
+        return execute(sql, params, many, context)
+
+    def trace(_sql: str) -> None:
+        nonlocal round_trips
+        round_trips += 1
+
+    undo = []
+    with contextlib.ExitStack() as stack:
+        for alias in aliases:
+            connection = connections[alias]
+            connection.ensure_connection()
+            stack.enter_context(connection.execute_wrapper(watch))
+            raw = connection.connection
+            if connection.vendor == "postgresql":
+                def counted(n: int) -> None:
+                    nonlocal round_trips
+                    round_trips += n
+
+                undo.append(count_pg_round_trips(raw, counted))
+            else:
+                raw.set_trace_callback(trace)
+                undo.append(lambda raw=raw: raw.set_trace_callback(None))
+        try:
+            work()
+        finally:
+            for step in undo:
+                step()
+    return {"events": events, "statements": statements, "round_trips": round_trips,
+            "statements_per_event": round(statements / events, 3), "round_trips_per_event": round(round_trips / events, 3)}
 
 
 def _floor_rows(count: int, *, vendor: str) -> list[tuple[Any, ...]]:
@@ -243,6 +315,19 @@ def _floor_rows(count: int, *, vendor: str) -> list[tuple[Any, ...]]:
 
 
 FLOOR_COLUMNS = "event_id, stream_id, stream_type, version, type, data, occurred_at, correlation_id, causation_id, saga_id, relayed_at"
+#: The second floor writes what ours writes per customer: the event and a row shaped like
+#: ``customers_customer`` (its DDL copied the same way), in one transaction.
+FLOOR_STATE_TABLE = "bench_floor_state"
+FLOOR_STATE_COLUMNS = "id, name, credit_limit, credit_reserved, version, created_at, updated_at"
+
+
+def _floor_state_row(event: tuple[Any, ...], *, vendor: str) -> tuple[Any, ...]:
+    at = event[6]
+    if vendor == "sqlite":
+        return (event[1], "floor", "100.00", "0", 1, at, at)
+    import decimal
+
+    return (event[1], "floor", decimal.Decimal("100.00"), decimal.Decimal("0"), 1, at, at)
 
 
 def _worker_floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +338,15 @@ def _worker_floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
     for statement in params["ddl"]:
         connection.execute(statement)
     insert = f'INSERT INTO "{FLOOR_TABLE}" ({FLOOR_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)'
+    insert_state = f'INSERT INTO "{FLOOR_STATE_TABLE}" ({FLOOR_STATE_COLUMNS}) VALUES (?,?,?,?,?,?,?)'
+
+    def with_state_per_txn(count: int) -> None:
+        for _ in range(count):
+            row = _floor_rows(1, vendor="sqlite")[0]
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(insert, row)
+            connection.execute(insert_state, _floor_state_row(row, vendor="sqlite"))
+            connection.execute("COMMIT")
 
     def one_per_txn(count: int) -> None:
         for _ in range(count):
@@ -280,10 +374,24 @@ def _worker_floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
     hundred_per_txn(params["n100"])
     floor_100 = measured(params["n100"] // 100 * 100, time.perf_counter() - start)
     count = connection.execute(f'SELECT count(*) FROM "{FLOOR_TABLE}"').fetchone()[0]
+    connection.execute(f'DELETE FROM "{FLOOR_TABLE}"')
+    with_state_per_txn(WARMUP)
+    connection.execute(f'DELETE FROM "{FLOOR_TABLE}"')
+    connection.execute(f'DELETE FROM "{FLOOR_STATE_TABLE}"')
+    start = time.perf_counter()
+    with_state_per_txn(params["n1"])
+    floor_2 = measured(params["n1"], time.perf_counter() - start)
+    traced: list[str] = []
+    connection.set_trace_callback(traced.append)  # every statement the engine runs
+    one_per_txn(COUNTED_N)
+    connection.set_trace_callback(None)
+    calls = len(traced)
     connection.close()
     if count != floor_1["events"] + floor_100["events"]:
         raise RuntimeError(f"floor check failed: {count} rows")
-    return {"floor_1": floor_1, "floor_100": floor_100}
+    counts = {"floor_1": {"events": COUNTED_N, "statements": None, "round_trips": calls, "statements_per_event": None,
+                          "round_trips_per_event": round(calls / COUNTED_N, 3)}}
+    return {"floor_1": floor_1, "floor_100": floor_100, "floor_2": floor_2, "counts": counts}
 
 
 def _worker_floor_pg(params: dict[str, Any]) -> dict[str, Any]:
@@ -292,10 +400,20 @@ def _worker_floor_pg(params: dict[str, Any]) -> dict[str, Any]:
     conninfo = params["conninfo"]
     with psycopg.connect(conninfo, autocommit=True) as admin:
         admin.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+        admin.execute(f"DROP TABLE IF EXISTS {FLOOR_STATE_TABLE}")
         # Same columns, defaults, identity, checks, unique (stream_id, version) and partial index.
         admin.execute(f"CREATE TABLE {FLOOR_TABLE} (LIKE {params['like']} INCLUDING ALL)")
+        admin.execute(f"CREATE TABLE {FLOOR_STATE_TABLE} (LIKE customers_customer INCLUDING ALL)")
     insert = f"INSERT INTO {FLOOR_TABLE} ({FLOOR_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    insert_state = f"INSERT INTO {FLOOR_STATE_TABLE} ({FLOOR_STATE_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)"
     connection = psycopg.connect(conninfo)
+
+    def with_state_per_txn(count: int) -> None:
+        for _ in range(count):
+            row = _floor_rows(1, vendor="postgresql")[0]
+            connection.execute(insert, row)
+            connection.execute(insert_state, _floor_state_row(row, vendor="postgresql"))
+            connection.commit()
 
     def one_per_txn(count: int) -> None:
         for _ in range(count):
@@ -322,10 +440,27 @@ def _worker_floor_pg(params: dict[str, Any]) -> dict[str, Any]:
     hundred_per_txn(params["n100"])
     floor_100 = measured(params["n100"] // 100 * 100, time.perf_counter() - start)
     count = connection.execute(f"SELECT count(*) FROM {FLOOR_TABLE}").fetchone()[0]
+    with_state_per_txn(WARMUP)
+    connection.execute(f"TRUNCATE {FLOOR_TABLE}, {FLOOR_STATE_TABLE} RESTART IDENTITY")
+    connection.commit()
+    start = time.perf_counter()
+    with_state_per_txn(params["n1"])
+    floor_2 = measured(params["n1"], time.perf_counter() - start)
+    waits = 0
+
+    def counted(n: int) -> None:
+        nonlocal waits
+        waits += n
+
+    undo = count_pg_round_trips(connection, counted)
+    one_per_txn(COUNTED_N)
+    undo()
     connection.close()
     if count != floor_1["events"] + floor_100["events"]:
         raise RuntimeError(f"floor check failed: {count} rows")
-    return {"floor_1": floor_1, "floor_100": floor_100}
+    counts = {"floor_1": {"events": COUNTED_N, "statements": COUNTED_N, "round_trips": waits, "statements_per_event": 1.0,
+                          "round_trips_per_event": round(waits / COUNTED_N, 3)}}
+    return {"floor_1": floor_1, "floor_100": floor_100, "floor_2": floor_2, "counts": counts}
 
 
 def _worker_es(params: dict[str, Any]) -> dict[str, Any]:
@@ -367,15 +502,18 @@ def _worker_es(params: dict[str, Any]) -> dict[str, Any]:
                 sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(cursor.fetchone()[0], "?")
         for i in range(WARMUP):
             app.save(BenchCustomer(f"warmup {i}", "100.00"))
+        # The library names its table after the application on PostgreSQL ("benchapplication_events")
+        # and "stored_events" on SQLite: ask the recorder.
+        events_table = app.recorder.events_table_name  # type: ignore[attr-defined]
         with app.factory.datastore.transaction(commit=True) as cursor:
-            cursor.execute("DELETE FROM stored_events")
+            cursor.execute(f"DELETE FROM {events_table}")
         n1 = params["n1"]
         start = time.perf_counter()
         for i in range(n1):
             app.save(BenchCustomer(f"es {i}", "100.00"))
         es_1 = measured(n1, time.perf_counter() - start)
         with app.factory.datastore.transaction(commit=False) as cursor:
-            cursor.execute("SELECT count(*) FROM stored_events")
+            cursor.execute(f"SELECT count(*) FROM {events_table}")
             row = cursor.fetchone()
             count = row[0] if not isinstance(row, dict) else next(iter(row.values()))
         app.close()
@@ -478,8 +616,10 @@ def record(db: dict[str, Any], result: dict[str, Any], what: str, repeat: int) -
             db["figures"][key]["repeats"].append(result[key])
             parts.append(f"{key} {result[key]['events_per_s']:,.0f}/s")
     log(f"  {what}: " + ", ".join(parts))
-    if "broker_sends_expected" in result:
-        db.setdefault("broker_sends_expected", []).append(result["broker_sends_expected"])
+    for key, count in result.get("counts", {}).items():
+        db.setdefault("counts", {}).setdefault(key, []).append(count)
+    if "wake_ups_requested" in result:
+        db.setdefault("wake_ups_requested", []).append(result["wake_ups_requested"])
 
 
 def finish(db: dict[str, Any]) -> None:
@@ -515,6 +655,8 @@ def run_sqlite(args: argparse.Namespace, runner: Runner, sizes: dict[str, int]) 
         with sqlite3.connect(template / "db" / "customers.sqlite3") as source:
             ddl = [sql.replace('"customers_customerevent"', f'"{FLOOR_TABLE}"') for (sql,) in source.execute(
                 "SELECT sql FROM sqlite_master WHERE tbl_name = 'customers_customerevent' AND sql IS NOT NULL ORDER BY type DESC")]
+            ddl += [sql.replace('"customers_customer"', f'"{FLOOR_STATE_TABLE}"') for (sql,) in source.execute(
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'customers_customer' AND sql IS NOT NULL ORDER BY type DESC")]
         db["info"]["floor_ddl"] = ddl
 
         for repeat in range(args.repeats):
@@ -599,6 +741,7 @@ def run_postgres(args: argparse.Namespace, runner: Runner, sizes: dict[str, int]
 
             with psycopg.connect(services["CUSTOMERS_DATABASE_URL"], autocommit=True) as admin:
                 admin.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+                admin.execute(f"DROP TABLE IF EXISTS {FLOOR_STATE_TABLE}")
         except Exception as exc:
             db["notes"].append(f"could not drop {FLOOR_TABLE}: {exc}")
     except Exception as exc:
@@ -676,11 +819,25 @@ def render(name: str, db: dict[str, Any], repeats: int) -> str:
                 lines.append(f"  {label:<28} {_fmt(median):>10} {ratio:>8}  {text:<40} {result:<6}".rstrip())
             else:
                 lines.append(f"  {'':<28} {'':>10} {'':>8}  {text:<40} {result:<6}".rstrip())
-    lines.append("  x floor: ours 1/txn and the library against raw 1/txn; ours 100/txn and the relay against raw 100/txn.")
-    lines.append("  ours 1/txn = customers.services.customer_create: a read of the stream, the event and the state row in one")
-    lines.append("  transaction, then the Celery relay notification sent after commit (one broker round trip, included).")
+    counts = db.get("counts", {})
+    if counts:
+        unit = "round trips" if name == "PostgreSQL" else "engine calls (BEGIN/COMMIT included)"
+        lines.append(f"  per event, counted once per repeat after the timed passes (statements via execute_wrapper / {unit}):")
+        for key, label, _ in FIGURES:
+            if counts.get(key):
+                last = counts[key][-1]
+                stmt = "n/a" if last["statements_per_event"] is None else f"{last['statements_per_event']:g}"
+                lines.append(f"    {label:<28} statements {stmt:>6}   {unit.split(' (')[0]} {last['round_trips_per_event']:g}")
+    m = {key: fig["median"] for key, fig in db["figures"].items()}
+    if m.get("ours_1") and m.get("floor_2"):
+        lines.append(f"  ours 1/txn against the raw driver writing the same two rows per transaction: {m['ours_1'] / m['floor_2']:.2f}x")
+    lines.append("  x floor: ours 1/txn, the library and raw event+state against raw 1/txn; ours 100/txn and the relay against")
+    lines.append("  raw 100/txn.")
+    lines.append("  ours 1/txn = customers.services.customer_create: the event and the state row in one transaction (one")
+    lines.append("  statement on PostgreSQL), then the relay wake-up handed to the notifier thread (coalesced: a broker send")
+    lines.append("  per window, not per call).")
     lines.append("  ours 100/txn = 100 new Customer aggregates saved in one transaction (100 streams x 1 event); every save")
-    lines.append("  registers its own on_commit send, so each transaction ends with 100 broker sends (included).")
+    lines.append("  registers its own on_commit wake-up (coalesced the same way).")
     for note in db.get("notes", []):
         lines.append(f"  note: {note}")
     for error in db.get("errors", []):

@@ -33,7 +33,9 @@ A diagnostic run follows (unless ``--no-diagnostic``): the same API with DRF's t
 (``BENCH_NO_THROTTLE=1`` in bench/bare_settings.py), to show what the throttle costs (the read then
 makes its one round trip itself). Then, without
 gunicorn, a cProfile of 2,000 in-process requests to each endpoint (Django's test client) goes to
-``bench/results/profile-query.txt``.
+``bench/results/profile-query.txt``, and 200 more requests per endpoint are counted: SQL
+statements, PostgreSQL and Redis round trips per request (``counts`` in the JSON, and a line per
+endpoint under the table).
 
 Goals: the API's requests/s >= 70% of the bare view's, and its p99 within 2x of the bare view's.
 Results: ``bench/results/query.json`` and a table on stdout. Progress goes to stderr.
@@ -195,7 +197,7 @@ def worker_profile(params: dict[str, Any]) -> dict[str, Any]:
         for path in paths:
             client.get(path)
         profiler.disable()
-        result[name] = {"ms_per_request": round(plain / n * 1000, 3)}
+        result[name] = {"ms_per_request": round(plain / n * 1000, 3), "counts": count_per_request(client, paths[:COUNTED_REQUESTS])}
         text.write(f"\n\n######## {name}: GET {prefix}<id>/  ({plain / n * 1000:.3f} ms per request without the profiler)\n")
         text.write("\n=== top 25 by cumulative time ===\n")
         pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("cumulative").print_stats(25)
@@ -204,6 +206,51 @@ def worker_profile(params: dict[str, Any]) -> dict[str, Any]:
     Path(params["profile_to"]).write_text(text.getvalue())
     result["path"] = params["profile_to"]
     return result
+
+
+COUNTED_REQUESTS = 200
+
+
+def count_per_request(client: Any, paths: list[str]) -> dict[str, Any]:
+    """Statements (``execute_wrapper`` on every alias), PostgreSQL round trips
+    (``_common.count_pg_round_trips``) and Redis round trips (redis-py's ``send_packed_command``: a pipeline is one) per request,
+    over ``paths`` after the timed passes: a regression shows as a number."""
+    import contextlib
+
+    import redis.connection
+    from django.db import connections
+
+    counts = {"statements": 0, "pg_round_trips": 0, "redis_round_trips": 0}
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        counts["statements"] += 1
+        return execute(sql, params, many, context)
+
+    original_send = redis.connection.AbstractConnection.send_packed_command
+
+    def counting_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts["redis_round_trips"] += 1
+        return original_send(self, *args, **kwargs)
+
+    def counted(n: int) -> None:
+        counts["pg_round_trips"] += n
+
+    undo = []
+    with contextlib.ExitStack() as stack:
+        for alias in connections:
+            connection = connections[alias]
+            stack.enter_context(connection.execute_wrapper(watch))
+            if connection.vendor == "postgresql" and connection.connection is not None:
+                undo.append(common.count_pg_round_trips(connection.connection, counted))
+        redis.connection.AbstractConnection.send_packed_command = counting_send  # type: ignore[method-assign]
+        try:
+            for path in paths:
+                client.get(path)
+        finally:
+            redis.connection.AbstractConnection.send_packed_command = original_send  # type: ignore[method-assign]
+            for step in undo:
+                step()
+    return {"requests": len(paths), **counts, **{f"{key}_per_request": round(value / len(paths), 3) for key, value in counts.items()}}
 
 
 WORKERS = {"seed": worker_seed, "profile": worker_profile}
@@ -430,6 +477,11 @@ def render(results: dict[str, Any]) -> str:
     if prof.get("api") and prof.get("bare"):
         lines.append(f"  in-process (test client, no gunicorn): API {prof['api']['ms_per_request']:.3f} ms/request, bare {prof['bare']['ms_per_request']:.3f} ms/request "
                      f"(profile: {Path(prof['path']).relative_to(BASE_DIR) if Path(prof['path']).is_relative_to(BASE_DIR) else prof['path']})")
+        for name in ("api", "bare"):
+            c = prof[name].get("counts")
+            if c:
+                lines.append(f"  per request ({name}, {c['requests']} in-process requests counted): SQL statements {c['statements_per_request']:g}, "
+                             f"PostgreSQL round trips {c['pg_round_trips_per_request']:g}, Redis round trips {c['redis_round_trips_per_request']:g}")
     foreign = [r["machine"]["foreign_cores"] for runs in results.get("runs", {}).values() for r in runs if r.get("machine")]
     if foreign:
         lines.append(f"  machine: other processes used {max(foreign):.2f} cores at most during a measured run"

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from customers import models
-from customers.domain import CreditReleased, CreditReserved, Customer
+from customers.domain import CreditReleased, CreditReserved, Customer, CustomerCreated
 from eventlog.domain import RecordedEvent
 from eventlog.persistence import EventStore, Repository
 from eventlog.sql import delete_rows, insert_rows, update_row
@@ -50,19 +50,33 @@ class CustomerRepository(Repository[Customer]):
             reservations={} if held is None else {order_id: held},
         )
 
-    def write_state(self, aggregate: Customer, recorded: list[RecordedEvent]) -> None:
-        now = timezone.now()
-        fields = {
+    state_model = models.Customer
+
+    def writes_new_state_row(self, aggregate: Customer) -> bool:
+        # Only a new customer with nothing reserved yet: CustomerCreated writes the state row alone.
+        pending = aggregate.pending_events
+        return bool(pending) and pending[0][0] == 1 and all(type(event) is CustomerCreated for _, event in pending)
+
+    def new_state_row(self, aggregate: Customer, recorded: list[RecordedEvent]) -> dict[str, object]:
+        now = recorded[0].occurred_at
+        return {"id": aggregate.id, "created_at": now, **self._state_fields(aggregate, now)}
+
+    @staticmethod
+    def _state_fields(aggregate: Customer, now: object) -> dict[str, object]:
+        return {
             "name": aggregate.name,
             "credit_limit": aggregate.credit_limit,
             "credit_reserved": aggregate.credit_reserved,
             "version": aggregate.version,
             "updated_at": now,
         }
+
+    def write_state(self, aggregate: Customer, recorded: list[RecordedEvent]) -> None:
+        now = timezone.now()
         if recorded[0].version == 1:
-            insert_rows(models.Customer, ALIAS, [{"id": aggregate.id, "created_at": now, **fields}])
+            insert_rows(models.Customer, ALIAS, [{"id": aggregate.id, "created_at": now, **self._state_fields(aggregate, now)}])
         else:
-            update_row(models.Customer, ALIAS, aggregate.id, fields)
+            update_row(models.Customer, ALIAS, aggregate.id, self._state_fields(aggregate, now))
         reserved = [
             {"order_id": uuid.UUID(e.data["order_id"]), "customer_id": aggregate.id, "amount": Decimal(e.data["amount"]), "reserved_at": now}
             for e in recorded

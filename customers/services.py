@@ -6,8 +6,6 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
-
 from customers.domain import INSUFFICIENT_CREDIT, Customer, CustomerAlreadyExists
 from customers.repository import ALIAS, customer_repository
 from eventlog.domain import ConcurrencyError, MessageContext
@@ -39,9 +37,10 @@ def customer_create(*, name: str, credit_limit: Decimal | str, customer_id: uuid
 
     customer = Customer.create(customer_id=customer_id, name=name, credit_limit=credit_limit)
     try:
-        with transaction.atomic(using=ALIAS):
-            # No read first: version 1 of the stream can be written once, the constraint says so.
-            customer_repository.save(customer, context=context)
+        # No read first: version 1 of the stream can be written once, the constraint says so.
+        # The event and the state row in one transaction of their own (one statement on
+        # PostgreSQL), or in the caller's when one is open.
+        customer_repository.create(customer, context=context)
     except ConcurrencyError:
         raise CustomerAlreadyExists(f"customer {customer_id} already exists") from None
     return customer

@@ -143,7 +143,18 @@ class _Notifier:
         self._thread: threading.Thread | None = None
 
     def request(self, wake_up: WakeUp) -> None:
+        """Ask for ``wake_up`` soon. Costs the caller a lock and a dict look-up when the same
+        wake-up is already pending or waiting for its window: then nothing new has to happen
+        before that retry, which now stands for this commit too, so the thread is not woken
+        (waking it costs the committing thread a GIL hand-over, measured at about 0.4 ms)."""
         with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                deferred = self._deferred.get(wake_up)
+                if deferred is not None:
+                    self._deferred[wake_up] = (deferred[0], True)  # its retry covers this commit
+                    return
+                if wake_up in self._pending:  # not picked up yet: it will see this commit
+                    return
             self._pending[wake_up] = None
             self._idle.clear()
             if self._thread is None or not self._thread.is_alive():

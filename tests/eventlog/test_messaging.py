@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -54,6 +55,30 @@ def test_a_commit_inside_a_taken_window_is_sent_when_the_window_ends() -> None:
     customer_create(name="Second", credit_limit="10.00")
     assert flush_wake_ups()
     assert queued("eventlog") == 2, "the second commit's wake-up is sent after the window, not dropped"
+
+
+def test_commits_while_a_wake_up_waits_for_its_window_do_not_wake_the_notifier_and_are_still_covered(settings: Any) -> None:
+    """The commit path's whole cost is a lock and a look-up then; the retry at the end of the
+    window stands for every commit made meanwhile, so exactly one more message goes out."""
+    from eventlog import messaging
+
+    settings.WAKE_COALESCE_SECONDS = 1.0  # room for the commits below inside one window
+
+    customer_create(name="First", credit_limit="10.00")
+    assert flush_wake_ups()  # sent: the window is taken
+    customer_create(name="Second", credit_limit="10.00")  # finds it taken: deferred to the window's end
+    deadline = time.monotonic() + 2
+    wake_up = ("eventlog.relay", ("customers",), None)
+    while wake_up not in messaging._notifier._deferred and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert wake_up in messaging._notifier._deferred
+    for index in range(5):
+        messaging._notifier._wanted.clear()
+        customer_create(name=f"Meanwhile {index}", credit_limit="10.00")
+        assert not messaging._notifier._wanted.is_set(), "a deferred wake-up must not wake the thread again"
+        assert messaging._notifier._deferred[wake_up][1], "the retry knows a commit came after it was deferred"
+    assert flush_wake_ups()
+    assert queued("eventlog") == 2, "one message at the start of the window, one at its end for the rest"
 
 
 def test_the_sweep_wakes_a_lagging_subscriber_even_while_a_wake_up_counts_as_pending() -> None:
