@@ -442,6 +442,9 @@ class Projection:
     invalidate: Callable[[dict[type[Model], list[Any]]], None]
     #: Per table, the column its fold looks rows up by (``Rows.where``).
     indexed: dict[type[Model], str] = field(default_factory=dict)
+    #: The event attributes its fold reads (None: all): a replay reads only these columns of
+    #: the log (``eventlog.selectors.log_scan``); reading another raises AttributeError there.
+    fields: tuple[str, ...] | None = None
 
     def project(self, events: list[RecordedEvent], target: Target = LIVE) -> None:
         """The live subscriber's handler: one batch, in the caller's transaction."""
@@ -457,11 +460,11 @@ PROJECTIONS: dict[str, Projection] = {
     for p in (
         Projection(
             "order_summary", (models.OrderSummary, models.CustomerName), ORDER_SUMMARY_TYPES, order_summary_fold, order_summary_invalidate,
-            indexed={models.OrderSummary: "customer_id"},
+            indexed={models.OrderSummary: "customer_id"}, fields=("stream_id", "stream_type", "version", "type", "data", "occurred_at", "saga_id"),
         ),
         Projection(
             "customer_credit", (models.CustomerCredit, models.CustomerOrderState), CUSTOMER_CREDIT_TYPES, customer_credit_fold, customer_credit_invalidate,
-            indexed={models.CustomerOrderState: "customer_id"},
+            indexed={models.CustomerOrderState: "customer_id"}, fields=("stream_id", "stream_type", "version", "type", "data", "occurred_at"),
         ),
     )
 }

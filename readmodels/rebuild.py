@@ -24,8 +24,9 @@ Readers see the old rows until that commit and the new rows after it, never a ha
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -173,7 +174,8 @@ class _ReadAhead:
     Positions become visible in order (``eventlog.relay.log_append``), so reading early returns
     a prefix of what reading later would, never a batch with a hole in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: tuple[str, ...] | None = None) -> None:
+        self.read = functools.partial(log_scan, fields=fields)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
         self.ahead: tuple[tuple[int, int, int | None], Future[list[RecordedEvent]]] | None = None
 
@@ -184,12 +186,12 @@ class _ReadAhead:
         else:
             if ahead is not None:
                 ahead[1].result()  # one read at a time (and its errors are not lost)
-            events = log_scan(after=after, limit=limit, until=until)
+            events = self.read(after=after, limit=limit, until=until)
         # Not inside a transaction of the log's database: the thread's connection would not
         # see what that transaction wrote, nor read from its snapshot.
         if len(events) == limit and (until is None or events[-1].position < until) and not connections[EVENTLOG_ALIAS].in_atomic_block:  # type: ignore[operator]
             following = (events[-1].position, limit, until)
-            self.ahead = (following, self.executor.submit(log_scan, after=following[0], limit=limit, until=until))  # type: ignore[arg-type]
+            self.ahead = (following, self.executor.submit(self.read, after=following[0], limit=limit, until=until))  # type: ignore[arg-type]
         return events
 
     def close(self) -> None:
@@ -217,13 +219,23 @@ def _advance(replays: Sequence[Replay], *, batch_size: int, until: int, read: Ca
         return max(consumed, default=0)
 
 
+def _fields(projections: Iterable[Projection]) -> tuple[str, ...] | None:
+    """The event attributes the folds of these projections read (None: all of them)."""
+    wanted: set[str] = set()
+    for projection in projections:
+        if projection.fields is None:
+            return None
+        wanted.update(projection.fields)
+    return tuple(sorted(wanted))
+
+
 def shadow_catch_up(replays: Replay | Sequence[Replay], *, batch_size: int = DEFAULT_BATCH_SIZE, until: int | None = None, progress: Progress | None = None) -> int:
     """Fold the log into the replays' tables up to the head (or ``until``), in one pass for
     all of them; returns the events read."""
     group = sorted([replays] if isinstance(replays, Replay) else replays, key=lambda r: r.name)
     head = log_head() if until is None else until
     consumed = 0
-    read = _ReadAhead()
+    read = _ReadAhead(_fields(r.projection for r in group))
     try:
         with _bulk_allocation():
             while min(r.position for r in group) < head:
