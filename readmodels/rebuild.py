@@ -13,10 +13,13 @@ shadows start empty, so nothing is ever read back, and a batch writes only the r
 left it; if another process moved it, or the state outgrows ``ROWS_IN_MEMORY``, it is dropped
 and rows are read back on demand, as the live projection does.
 
-Once the shadows have caught up with the head, one transaction of the ``readmodels`` database
-locks the live checkpoints (pausing the live projections for that moment only), applies the last
-events to the shadows, replaces the live rows with the shadows', and moves the live checkpoints.
-Readers see the old rows until that commit and the new rows after it, never a half-built table.
+Once the shadows have caught up with the head, their indexes are built (PostgreSQL, under
+staged names; ``_swap_prepare``), and one transaction of the ``readmodels`` database locks the
+live checkpoints (pausing the live projections for that moment only), applies the last events
+to the shadows, drops each live table and renames its shadow in its place (``_rename_into_live``:
+milliseconds, nothing copied; other databases copy the rows instead), and moves the live
+checkpoints. Readers see the old rows until that commit and the new rows after it, never a
+half-built table.
 
 ``in_place=True`` is the simple, offline variant: empty the live tables and catch up again.
 """
@@ -26,12 +29,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import hashlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.apps.registry import Apps
-from django.db import connections, models, transaction
+from django.db import OperationalError, connections, models, transaction
 
 from eventlog.domain import RecordedEvent
 from eventlog.selectors import EVENTLOG_ALIAS, log_head, log_scan
@@ -251,6 +257,7 @@ def shadow_catch_up(replays: Replay | Sequence[Replay], *, batch_size: int = DEF
 
 
 def _copy_shadow_into_live(projection: Projection, target: Target) -> dict[str, int]:
+    """The swap where tables cannot be renamed in a transaction: replace the live rows."""
     counts = {}
     connection = connections[ALIAS]
     quote = connection.ops.quote_name
@@ -262,6 +269,133 @@ def _copy_shadow_into_live(projection: Projection, target: Target) -> dict[str, 
             cursor.execute(f"INSERT INTO {quote(live._meta.db_table)} ({columns}) SELECT {columns} FROM {quote(shadow._meta.db_table)}")
             counts[live._meta.db_table] = cursor.rowcount
     return counts
+
+
+#: The swap by renaming: how long it may wait for readers of the live tables before it gives
+#: up (and is tried again): new readers queue behind it meanwhile.
+SWAP_LOCK_TIMEOUT = "2s"
+SWAP_ATTEMPTS = 3
+_INDEX_DEF = re.compile(r"^(CREATE (?:UNIQUE )?INDEX) (\S+) ON (\S+) ")
+
+
+def _renames_tables(connection: Any) -> bool:
+    return connection.vendor in ("postgresql", "sqlite")
+
+
+def _live_indexes(cursor: Any, connection: Any, table: str) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of each index of ``table`` but its primary key: exactly
+    what the database holds (Django's, the migrations', an operator's)."""
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "WHERE x.indrelid = %s::regclass AND NOT x.indisprimary ORDER BY i.relname", [connection.ops.quote_name(table)])
+    else:
+        cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = %s AND sql IS NOT NULL ORDER BY name", [table])
+    return list(cursor.fetchall())
+
+
+def _staged_name(name: str) -> str:
+    return f"rb_{hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()[:20]}"
+
+
+def _swap_prepare(replays: Sequence[Replay]) -> None:
+    """Before the swap, outside its transaction (the live tables keep serving): on PostgreSQL,
+    build each live table's indexes on its shadow under staged names, and ANALYZE the shadows,
+    so that the swap itself only renames. SQLite cannot rename an index: there the swap creates
+    them (its readers keep reading their snapshot meanwhile, WAL)."""
+    connection = connections[ALIAS]
+    if connection.vendor != "postgresql":
+        return
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        for replay in replays:
+            for live in replay.projection.tables:
+                shadow = quote(replay.target.table(live)._meta.db_table)
+                for name, definition in _live_indexes(cursor, connection, live._meta.db_table):
+                    staged = quote(_staged_name(name))
+                    cursor.execute(f"DROP INDEX IF EXISTS {staged}")  # a swap that was interrupted
+                    cursor.execute(_INDEX_DEF.sub(lambda m, staged=staged, shadow=shadow: f"{m[1]} {staged} ON {shadow} ", definition, count=1))
+                cursor.execute(f"ANALYZE {shadow}")
+
+
+def _rename_into_live(projection: Projection, target: Target, rows: dict[str, int | None]) -> dict[str, int]:
+    """The swap by renaming, in the caller's transaction: each live table is dropped and its
+    shadow renamed in its place, with the live table's index and constraint names, its indexes
+    and its privileges. Nothing is copied: the swap takes milliseconds, not a rewrite of every
+    row (a seventh of a replay when it copied).
+
+    What holds on to the live tables, and why this is safe:
+
+    * readers take ACCESS SHARE; the DROP takes ACCESS EXCLUSIVE, so it waits for the readers'
+      statements in flight (at most ``SWAP_LOCK_TIMEOUT``, then the swap is rolled back and
+      tried again), and new readers queue behind it for the milliseconds it takes. PostgreSQL
+      looks a table's name up again after waiting for its lock, so a queued reader reads the new
+      table. A READ COMMITTED reader (Django's default) sees the old rows before the commit and
+      the new ones after it, never a mix; SQLite readers (WAL) keep their snapshot.
+    * the live projections: their batch locks its checkpoint row first, and the caller holds
+      those locks, so no projection is writing the live tables meanwhile; after the commit they
+      write to the new tables, by name.
+    * nothing refers to these tables by a foreign key, and Django and psycopg refer to them by
+      name (PostgreSQL re-plans a cached statement whose table changed).
+    """
+    connection = connections[ALIAS]
+    quote = connection.ops.quote_name
+    counts = {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+        for live_model in projection.tables:
+            live, shadow = live_model._meta.db_table, target.table(live_model)._meta.db_table
+            indexes = _live_indexes(cursor, connection, live)
+            grants: list[tuple[str, str]] = []
+            names: list[tuple[str, str, str]] = []  # (kind, shadow's name, live's name)
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+                    "WHERE table_schema = current_schema() AND table_name = %s AND grantee <> current_user", [live])
+                grants = list(cursor.fetchall())
+                # PostgreSQL names a table's own constraints after it (<table>_pkey, <table>_<column>_check).
+                cursor.execute("SELECT conname, contype FROM pg_constraint WHERE conrelid = %s::regclass", [quote(shadow)])
+                names = [("INDEX" if kind == "p" else "CONSTRAINT", name, live + name.removeprefix(shadow)) for name, kind in cursor.fetchall() if name.startswith(shadow)]
+            count = rows.get(live)
+            if count is None:
+                cursor.execute(f"SELECT COUNT(*) FROM {quote(shadow)}")
+                count = cursor.fetchone()[0]
+            cursor.execute(f"DROP TABLE {quote(live)}")
+            cursor.execute(f"ALTER TABLE {quote(shadow)} RENAME TO {quote(live)}")
+            for kind, old, new in names:
+                if kind == "INDEX":
+                    cursor.execute(f"ALTER INDEX {quote(old)} RENAME TO {quote(new)}")
+                else:
+                    cursor.execute(f"ALTER TABLE {quote(live)} RENAME CONSTRAINT {quote(old)} TO {quote(new)}")
+            for name, definition in indexes:
+                if connection.vendor == "postgresql":
+                    cursor.execute(f"ALTER INDEX {quote(_staged_name(name))} RENAME TO {quote(name)}")
+                else:
+                    cursor.execute(definition)
+            for grantee, privilege in grants:
+                cursor.execute(f"GRANT {privilege} ON {quote(live)} TO {quote(grantee)}")
+            counts[live] = count
+    return counts
+
+
+def _swap(replays: Sequence[Replay]) -> dict[str, dict[str, int]]:
+    """Replace each projection's live tables with its shadows, in the caller's transaction."""
+    connection = connections[ALIAS]
+    rows = {}
+    for replay in replays:
+        if _renames_tables(connection):
+            known = {live._meta.db_table: (len(replay.state[live].rows) if replay.state[live].complete else None) for live in replay.projection.tables}
+            rows[replay.projection.name] = _rename_into_live(replay.projection, replay.target, known)
+            # Its shadow tables are live tables now: the rebuild's checkpoint goes with them.
+            ProjectionCheckpoint.objects.using(ALIAS).filter(subscriber=replay.name).delete()
+        else:
+            rows[replay.projection.name] = _copy_shadow_into_live(replay.projection, replay.target)
+    return rows
+
+
+def _lock_timed_out(exc: BaseException) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "55P03"  # lock_not_available
 
 
 def _names(names: str | Sequence[str]) -> list[Projection]:
@@ -277,19 +411,33 @@ def projections_rebuild(
         return _rebuild_in_place(projections, batch_size=batch_size, progress=progress, rows_in_memory=rows_in_memory)
     replays = [shadow_prepare(p, fresh=fresh, rows_in_memory=rows_in_memory) for p in projections]
     shadow_catch_up(replays, batch_size=batch_size, progress=progress)
-    rows: dict[str, dict[str, int]] = {}
-    with transaction.atomic(using=ALIAS):
-        # The swap: the live projections wait on these row locks for the moment of the swap.
-        checkpoints = [ProjectionCheckpoint.objects.using(ALIAS).select_for_update().get_or_create(subscriber=subscriber_name(p))[0] for p in sorted(projections, key=subscriber_name)]
-        shadow_catch_up(replays, batch_size=batch_size, progress=progress)
-        for replay, checkpoint in zip(sorted(replays, key=lambda r: subscriber_name(r.projection)), checkpoints, strict=True):
-            rows[replay.projection.name] = _copy_shadow_into_live(replay.projection, replay.target)
-            checkpoint.position = replay.position
-            checkpoint.save(update_fields=["position", "updated_at"])
-        cache.invalidate_everything()  # marks now, a new epoch at commit
+    _swap_prepare(replays)
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            rows = _swap_in(projections, replays, batch_size=batch_size, progress=progress)
+            break
+        except OperationalError as exc:  # readers held the live tables longer than SWAP_LOCK_TIMEOUT
+            if attempt == SWAP_ATTEMPTS or not _lock_timed_out(exc):
+                raise
     for projection in projections:
         shadow_drop(projection)
     return [RebuildReport(projection=r.projection.name, events=r.events, position=r.position, rows=rows[r.projection.name], resumed_from=r.resumed_from, in_place=False) for r in replays]
+
+
+def _swap_in(projections: list[Projection], replays: list[Replay], *, batch_size: int, progress: Progress | None) -> dict[str, dict[str, int]]:
+    """The swap's transaction: lock the live checkpoints (the live projections wait on these
+    row locks for the moment of the swap), apply the last events to the shadows, swap them in,
+    move the live checkpoints."""
+    with transaction.atomic(using=ALIAS):
+        checkpoints = [ProjectionCheckpoint.objects.using(ALIAS).select_for_update().get_or_create(subscriber=subscriber_name(p))[0] for p in sorted(projections, key=subscriber_name)]
+        shadow_catch_up(replays, batch_size=batch_size, progress=progress)
+        ordered = sorted(replays, key=lambda r: subscriber_name(r.projection))
+        rows = _swap(ordered)
+        for replay, checkpoint in zip(ordered, checkpoints, strict=True):
+            checkpoint.position = replay.position
+            checkpoint.save(update_fields=["position", "updated_at"])
+        cache.invalidate_everything()  # marks now, a new epoch at commit
+    return rows
 
 
 def projection_rebuild(name: str, **options: object) -> RebuildReport:
