@@ -31,6 +31,7 @@ import functools
 import gc
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -271,9 +272,11 @@ def _copy_shadow_into_live(projection: Projection, target: Target) -> dict[str, 
     return counts
 
 
-#: The swap by renaming: how long it may wait for readers of the live tables before it gives
-#: up (and is tried again): new readers queue behind it meanwhile.
-SWAP_LOCK_TIMEOUT = "2s"
+#: The swap by renaming takes the live tables' locks without waiting (``_lock_live_tables``),
+#: trying again every ``SWAP_LOCK_RETRY`` seconds for ``SWAP_LOCK_WAIT`` seconds, then rolls back
+#: and starts over, ``SWAP_ATTEMPTS`` times in all.
+SWAP_LOCK_WAIT = 5.0
+SWAP_LOCK_RETRY = 0.01
 SWAP_ATTEMPTS = 3
 _INDEX_DEF = re.compile(r"^(CREATE (?:UNIQUE )?INDEX) (\S+) ON (\S+) ")
 
@@ -326,12 +329,14 @@ def _rename_into_live(projection: Projection, target: Target, rows: dict[str, in
 
     What holds on to the live tables, and why this is safe:
 
-    * readers take ACCESS SHARE; the DROP takes ACCESS EXCLUSIVE, so it waits for the readers'
-      statements in flight (at most ``SWAP_LOCK_TIMEOUT``, then the swap is rolled back and
-      tried again), and new readers queue behind it for the milliseconds it takes. PostgreSQL
-      looks a table's name up again after waiting for its lock, so a queued reader reads the new
-      table. A READ COMMITTED reader (Django's default) sees the old rows before the commit and
-      the new ones after it, never a mix; SQLite readers (WAL) keep their snapshot.
+    * readers take ACCESS SHARE; the DROP needs ACCESS EXCLUSIVE. Waiting for it while holding
+      another live table's lock could deadlock with a reader that reads two tables in one
+      transaction, and would queue every new reader behind the swap; so all the locks are taken
+      first, at once and without waiting (``_lock_live_tables``), and the DDL that follows waits
+      for nothing: readers wait for milliseconds at most. PostgreSQL looks a table's name up
+      again after waiting for its lock, so a reader that queued reads the new table. A READ
+      COMMITTED reader (Django's default) sees the old rows before the commit and the new ones
+      after it, never a mix; SQLite readers (WAL) keep their snapshot, and SQLite has one writer.
     * the live projections: their batch locks its checkpoint row first, and the caller holds
       those locks, so no projection is writing the live tables meanwhile; after the commit they
       write to the new tables, by name.
@@ -342,8 +347,6 @@ def _rename_into_live(projection: Projection, target: Target, rows: dict[str, in
     quote = connection.ops.quote_name
     counts = {}
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
         for live_model in projection.tables:
             live, shadow = live_model._meta.db_table, target.table(live_model)._meta.db_table
             indexes = _live_indexes(cursor, connection, live)
@@ -374,15 +377,37 @@ def _rename_into_live(projection: Projection, target: Target, rows: dict[str, in
                 else:
                     cursor.execute(definition)
             for grantee, privilege in grants:
-                cursor.execute(f"GRANT {privilege} ON {quote(live)} TO {quote(grantee)}")
+                cursor.execute(f"GRANT {privilege} ON {quote(live)} TO {'PUBLIC' if grantee == 'PUBLIC' else quote(grantee)}")
             counts[live] = count
     return counts
+
+
+def _lock_live_tables(tables: Sequence[str]) -> None:
+    """ACCESS EXCLUSIVE on every one of ``tables`` (PostgreSQL), in one statement that does not
+    wait (NOWAIT, in a savepoint); tried again every ``SWAP_LOCK_RETRY`` seconds while readers
+    hold one of them, for ``SWAP_LOCK_WAIT`` seconds, then ``OperationalError``. Never holding
+    one lock while waiting for another: no deadlock with readers, and no reader queues behind
+    a swap that cannot proceed."""
+    connection = connections[ALIAS]
+    quote = connection.ops.quote_name
+    deadline = time.monotonic() + SWAP_LOCK_WAIT
+    while True:
+        try:
+            with transaction.atomic(using=ALIAS), connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {', '.join(quote(t) for t in tables)} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            return
+        except OperationalError as exc:
+            if not _lock_timed_out(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(SWAP_LOCK_RETRY)
 
 
 def _swap(replays: Sequence[Replay]) -> dict[str, dict[str, int]]:
     """Replace each projection's live tables with its shadows, in the caller's transaction."""
     connection = connections[ALIAS]
     rows = {}
+    if connection.vendor == "postgresql":
+        _lock_live_tables([live._meta.db_table for replay in replays for live in replay.projection.tables])
     for replay in replays:
         if _renames_tables(connection):
             known = {live._meta.db_table: (len(replay.state[live].rows) if replay.state[live].complete else None) for live in replay.projection.tables}
@@ -416,7 +441,7 @@ def projections_rebuild(
         try:
             rows = _swap_in(projections, replays, batch_size=batch_size, progress=progress)
             break
-        except OperationalError as exc:  # readers held the live tables longer than SWAP_LOCK_TIMEOUT
+        except OperationalError as exc:  # readers held a live table for SWAP_LOCK_WAIT seconds
             if attempt == SWAP_ATTEMPTS or not _lock_timed_out(exc):
                 raise
     for projection in projections:
