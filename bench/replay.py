@@ -93,6 +93,7 @@ READ_KEY = "read the log (fetch rows; reader thread, overlapping the rest)"
 DECODE_KEY = "decode (events and payloads; reader thread, overlapping the rest)"
 WAIT_KEY = "wait for the log (read ahead, in a thread)"
 SWAP_KEY = "swap: shadows into live"
+SWAP_PREPARE_KEY = "swap, before: indexes and ANALYZE on the shadows"
 #: The parts that run in the reader thread, alongside the main thread's.
 THREAD_KEYS = (READ_KEY, DECODE_KEY)
 
@@ -173,7 +174,8 @@ class Breakdown:
         self._count(psycopg.Cursor, "copy", "copy")
         for connection in connections.all():
             wrap(connection)
-            self._count(type(connection), "_commit", "commits")
+        for backend in {type(connection) for connection in connections.all()}:  # one class for every alias
+            self._count(backend, "_commit", "commits")
         connection_created.connect(created, weak=False)
         self._undo.append((connection_created, None, created))
         self._wrappers = (count, connections)
@@ -191,6 +193,7 @@ class Breakdown:
         self._wrap(projections.Rows, "load", lambda a, k: (f"load {table(a[0])}", None))
         self._wrap(projections.Rows, "flush", lambda a, k: (f"write {table(a[0])}", len(a[0].dirty)))
         self._wrap(rebuild, "_swap", lambda a, k: (SWAP_KEY, None))
+        self._wrap(rebuild, "_swap_prepare", lambda a, k: (SWAP_PREPARE_KEY, None))
         self._count_statements()
         return self
 
@@ -228,12 +231,13 @@ class Breakdown:
     def phases(self, total: float) -> dict[str, Any]:
         """The time split the issue asks for: read, decode, fold, write, swap (seconds). Read and
         decode run in the reader thread while the main thread folds and writes the batch before,
-        so they overlap the rest; ``main thread`` adds up to the replay's wall time."""
+        so they overlap the rest; fold + write + swap + wait_for_read + other is the replay's
+        wall time. ``swap`` is the index build on the shadows before it plus the swap itself."""
         s = self.seconds
         fold = sum(v for k, v in s.items() if k.startswith("apply ")) - sum(v for k, v in s.items() if k.startswith(("load ", "write ")))
         split = {
             "read": s.get(READ_KEY, 0.0), "decode": s.get(DECODE_KEY, 0.0), "fold": fold,
-            "write": sum(v for k, v in s.items() if k.startswith(("load ", "write "))), "swap": s.get(SWAP_KEY, 0.0),
+            "write": sum(v for k, v in s.items() if k.startswith(("load ", "write "))), "swap": s.get(SWAP_KEY, 0.0) + s.get(SWAP_PREPARE_KEY, 0.0),
             "wait_for_read": s.get(WAIT_KEY, 0.0),
         }
         split["other"] = total - split["fold"] - split["write"] - split["swap"] - split["wait_for_read"]
