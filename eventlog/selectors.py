@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import json
+import operator
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -91,27 +94,26 @@ def scan_fields(fields: tuple[str, ...] | frozenset[str] | None) -> tuple[str, .
 def scan_decode(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> list[RecordedEvent]:
     """RecordedEvents from the rows of a scan of ``names`` (the payload, if any, last, as
     text), each built as the dataclass would be, minus the fields not read. Payloads are
-    decoded with orjson (a quarter of ``json.loads``'s time on these small documents)."""
-    new, set_, cls = _new, _set, RecordedEvent
-    events = []
-    append = events.append
+    decoded with orjson (a quarter of ``json.loads``'s time on these small documents).
+
+    Every step is a ``map`` over the batch (the loops run in C, not in bytecode): this is a
+    replay's hottest code after the folds."""
+    cls = RecordedEvent
     if names[-1] == "data":
-        loads = orjson.loads
-        for row in rows:
-            attributes = dict(zip(names, row))  # noqa: B905 (the scan selected exactly these)
-            try:
-                attributes["data"] = loads(attributes["data"])
-            except orjson.JSONDecodeError:  # what orjson refuses and json takes: integers beyond 64 bits
-                attributes["data"] = json.loads(attributes["data"])
-            event = new(cls)
-            set_(event, "__dict__", attributes)
-            append(event)
+        try:
+            payloads = list(map(orjson.loads, map(_last, rows)))
+        except orjson.JSONDecodeError:  # what orjson refuses and json takes: integers beyond 64 bits
+            payloads = [json.loads(row[-1]) for row in rows]
+        attributes = list(map(dict, map(zip, itertools.repeat(names[:-1]), rows)))  # zip stops before the payload
+        collections.deque(map(operator.setitem, attributes, itertools.repeat("data"), payloads), maxlen=0)
     else:
-        for row in rows:
-            event = new(cls)
-            set_(event, "__dict__", dict(zip(names, row)))  # noqa: B905
-            append(event)
+        attributes = list(map(dict, map(zip, itertools.repeat(names), rows)))
+    events = list(map(_new, itertools.repeat(cls, len(rows))))
+    collections.deque(map(_set, events, itertools.repeat("__dict__"), attributes), maxlen=0)
     return events
+
+
+_last = operator.itemgetter(-1)
 
 
 @functools.lru_cache(maxsize=1 << 16)
