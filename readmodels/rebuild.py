@@ -48,7 +48,12 @@ from readmodels.models import ProjectionCheckpoint
 from readmodels.projections import ALIAS, PROJECTIONS, Projection, State, Target, subscriber_name
 
 SHADOW_SUFFIX = "__rebuild"
-DEFAULT_BATCH_SIZE = 20_000
+#: Events per transaction. Larger batches rewrite less: a row changed in several batches (a
+#: customer's credit) is written once per batch, and each batch costs its checkpoint locks and
+#: commit. With 50,000 instead of 20,000 a replay of 200,000 events on PostgreSQL wrote about 40%
+#: less and took 2.8 to 2.9 s instead of 3.4 s or more (bench/replay.py, a loaded machine). A
+#: batch and the one read ahead hold a few hundred bytes per event.
+DEFAULT_BATCH_SIZE = 50_000
 #: Rows per table a rebuild keeps in memory (about 1 KB each); above it, rows are read back.
 ROWS_IN_MEMORY = 250_000
 Progress = Callable[[int, int], None]  # (position reached, head of the log)
@@ -318,7 +323,13 @@ def _swap_prepare(replays: Sequence[Replay]) -> None:
                     staged = quote(_staged_name(name))
                     cursor.execute(f"DROP INDEX IF EXISTS {staged}")  # a swap that was interrupted
                     cursor.execute(_INDEX_DEF.sub(lambda m, staged=staged, shadow=shadow: f"{m[1]} {staged} ON {shadow} ", definition, count=1))
-                cursor.execute(f"ANALYZE {shadow}")
+                # Statistics from the first query on: a quick sample (3,000 rows instead of
+                # 30,000: a fifth of the time), which autovacuum refines soon after the swap.
+                cursor.execute("SET default_statistics_target = 10")
+                try:
+                    cursor.execute(f"ANALYZE {shadow}")
+                finally:
+                    cursor.execute("RESET default_statistics_target")
 
 
 def _rename_into_live(projection: Projection, target: Target, rows: dict[str, int | None]) -> dict[str, int]:
