@@ -27,7 +27,9 @@ What is measured, per database:
   PostgreSQL only by default (``--profile``). cProfile sees the main thread only: most of the
   reading of the log runs in the replay's reader thread and is not in it.
 
-The floor variants are repeated 3 times (median). ``busy_cores`` in the JSON (system-wide CPU use
+The floor variants are repeated 3 times (median), in rounds with the replays (replay 1, floors 1,
+replay 2, floors 2, ...), so both see the same load; ``x_floor_same_round`` is each replay over
+the best floor's run of its round. ``busy_cores`` in the JSON (system-wide CPU use
 during each timed replay) shows whether anything else was running on the machine.
 
 Goals: replay >= 20,000 events/s on PostgreSQL, and replay time within 3x of the floor's (both
@@ -408,31 +410,35 @@ def worker_replay(params: dict[str, Any]) -> dict[str, Any]:
     progress(f"{vendor}: history of {n_events:,} events in the log (generated in {generated:.1f}s, appended in {inserted:.1f}s): "
              f"{len(expected['customers']):,} customers, {len(expected['orders']):,} orders")
 
-    # --- replay --------------------------------------------------------------------------------
+    # --- replay and floor, in rounds -------------------------------------------------------------
+    # Each round is a replay, then each floor variant, so that the replays and the floors see the
+    # same load on a shared machine (run one after the other, the two phases saw loads that
+    # differed by 2x). The first replay's rows are checked and become the floor's rows.
     result["replay"] = []
-    for repeat in range(repeats):
-        progress(f"{vendor}: replay {repeat + 1}/{repeats} (batch_size={batch_size})")
-        result["replay"].append(_replay_once(n_events, batch_size))
-        progress(f"{vendor}: replay {repeat + 1}/{repeats}: {result['replay'][-1]['events_per_s']:,.0f} events/s")
-    check = common.readmodels_compare(expected)
-    result["check"] = check
-    progress(f"{vendor}: check of every read-model row against the generator: {'OK' if check['ok'] else 'FAILED'} "
-             + ", ".join(f"{t} {v['actual']:,}/{v['expected']:,}" for t, v in check["tables"].items()))
-    if not check["ok"]:
-        raise RuntimeError(f"read models differ from the expected rows: {json.dumps(check['tables'])}")
-
-    # --- floor ---------------------------------------------------------------------------------
-    tables = _floor_read()
-    variants = ["orm_bulk_create", "raw_executemany"] + (["pg_copy"] if vendor == "postgresql" else [])
-    result["floor_rows"] = {table: len(spec["tuples"]) for table, spec in tables.items()}
-    result["floor"] = {variant: [] for variant in variants}
     floor_repeats = params["floor_repeats"]
-    for repeat in range(floor_repeats):
-        for variant in variants:
-            run = _floor_run(variant, tables)
-            result["floor"][variant].append(run)
-            progress(f"{vendor}: floor {variant} {repeat + 1}/{floor_repeats}: {sum(result['floor_rows'].values()):,} rows in {run['seconds']:.2f}s")
-    # The last variant wrote the rows back: the live tables hold the replay's result again.
+    variants = ["orm_bulk_create", "raw_executemany"] + (["pg_copy"] if vendor == "postgresql" else [])
+    result["floor"] = {variant: [] for variant in variants}
+    tables: dict[str, Any] = {}
+    for round_ in range(max(repeats, floor_repeats)):
+        if round_ < repeats:
+            progress(f"{vendor}: replay {round_ + 1}/{repeats} (batch_size={batch_size})")
+            result["replay"].append(_replay_once(n_events, batch_size))
+            progress(f"{vendor}: replay {round_ + 1}/{repeats}: {result['replay'][-1]['events_per_s']:,.0f} events/s")
+        if round_ == 0:
+            check = common.readmodels_compare(expected)
+            result["check"] = check
+            progress(f"{vendor}: check of every read-model row against the generator: {'OK' if check['ok'] else 'FAILED'} "
+                     + ", ".join(f"{t} {v['actual']:,}/{v['expected']:,}" for t, v in check["tables"].items()))
+            if not check["ok"]:
+                raise RuntimeError(f"read models differ from the expected rows: {json.dumps(check['tables'])}")
+            tables = _floor_read()
+            result["floor_rows"] = {table: len(spec["tuples"]) for table, spec in tables.items()}
+        if round_ < floor_repeats:
+            for variant in variants:
+                run = _floor_run(variant, tables)
+                result["floor"][variant].append(run)
+                progress(f"{vendor}: floor {variant} {round_ + 1}/{floor_repeats}: {sum(result['floor_rows'].values()):,} rows in {run['seconds']:.2f}s")
+    # The last replay or floor wrote the rows: the live tables hold the replay's result again.
     check_after = common.readmodels_compare(expected)
     if not check_after["ok"]:
         raise RuntimeError(f"after the floor the read models differ from the expected rows: {json.dumps(check_after['tables'])}")
@@ -482,11 +488,14 @@ def summarise(raw: dict[str, Any], n_events: int) -> dict[str, Any]:
         {"goal": f"replay time <= {FLOOR_FACTOR_GOAL:g} x floor ({best})", "value": round(replay_total / floor_total, 2),
          "pass": replay_total <= FLOOR_FACTOR_GOAL * floor_total},
     ]
+    # Paired: each replay over the best floor variant's run of the same round (same load).
+    paired = [r["seconds"] / f["seconds"] for r, f in zip(raw["replay"], raw["floor"][best], strict=False) if f["seconds"]]
     split = [r["phases"] for r in raw["replay"] if r.get("phases")]
     phases = {k: round(statistics.median(p[k] for p in split), 3) for k in split[0]} if split else None
     counted = [r["statements"] for r in raw["replay"] if r.get("statements")]
     statements = {k: statistics.median(c[k] for c in counted) for k in counted[0]} if counted else None
     return {"rows": rows, "floor_best": best, "floor_seconds": floor_total, "replay_seconds": replay_total, "goals": goals,
+            "x_floor_same_round": {"median": round(statistics.median(paired), 2), "rounds": [round(x, 2) for x in paired]} if paired else None,
             "phases_median_seconds": phases, "statements_per_replay": statements}
 
 
@@ -515,6 +524,10 @@ def render(name: str, db: dict[str, Any], n_events: int, repeats: int) -> str:
         text = ", ".join(f"{k.split(' (')[0]} {v['share']:.0%}" for k, v in list(parts.items())[:8])
         lines.append(f"  time of the replay: {text}")
         lines.append(f"  catch-up {last['catch_up_seconds']:.2f}s in {last['batches']} batches, swap {last['swap_seconds']:.2f}s")
+    if summary.get("x_floor_same_round"):
+        same = summary["x_floor_same_round"]
+        lines.append(f"  x floor, round by round (each replay / the {summary['floor_best']} floor run right after it): "
+                     + ", ".join(f"{x:.2f}" for x in same["rounds"]) + f"; median {same['median']:.2f}")
     if summary.get("phases_median_seconds"):
         phases = summary["phases_median_seconds"]
         lines.append("  time split, median (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())

@@ -19,7 +19,7 @@ from readmodels.models import CustomerCredit, OrderSummary
 from readmodels.projections import ALIAS, PROJECTIONS
 from readmodels.rebuild import _fields, _swap_prepare, projections_rebuild, shadow_catch_up, shadow_prepare
 from tests.conftest import requires_postgres
-from tests.readmodels.helpers import make_history, relay_and_project
+from tests.readmodels.helpers import make_history, relay_and_project, repeating_in_a_thread
 from tests.readmodels.test_replay import live_snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -83,27 +83,16 @@ def test_readers_are_served_while_the_shadows_are_swapped_in() -> None:
     make_history()
     relay_and_project()
     expected = (OrderSummary.objects.using(ALIAS).count(), CustomerCredit.objects.using(ALIAS).count())
-    stop, seen, errors = threading.Event(), [], []
+    seen: list[tuple[int, int]] = []
 
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                with transaction.atomic(using=ALIAS):  # two tables in one transaction, as a page might
-                    seen.append((OrderSummary.objects.using(ALIAS).count(), CustomerCredit.objects.using(ALIAS).count()))
-                time.sleep(0.001)
-        except Exception as exc:  # noqa: BLE001 (reported below)
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def read() -> None:
+        with transaction.atomic(using=ALIAS):  # two tables in one transaction, as a page might
+            seen.append((OrderSummary.objects.using(ALIAS).count(), CustomerCredit.objects.using(ALIAS).count()))
+        time.sleep(0.001)
 
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
+    with repeating_in_a_thread(read) as errors:
         for _ in range(3):
             projections_rebuild(list(PROJECTIONS), batch_size=5)
-    finally:
-        stop.set()
-        thread.join()
     assert errors == []
     assert seen and set(seen) == {expected}
 
