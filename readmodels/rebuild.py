@@ -353,6 +353,10 @@ def _rename_into_live(projection: Projection, target: Target, rows: dict[str, in
       write to the new tables, by name.
     * nothing refers to these tables by a foreign key, and Django and psycopg refer to them by
       name (PostgreSQL re-plans a cached statement whose table changed).
+
+    Not carried over (the project uses none of them): triggers, comments, row security
+    policies, column privileges, a logical-replication publication that names the table.
+    Constraints beyond the model's fields are: ``_swap`` copies the rows instead then.
     """
     connection = connections[ALIAS]
     quote = connection.ops.quote_name
@@ -417,10 +421,12 @@ def _swap(replays: Sequence[Replay]) -> dict[str, dict[str, int]]:
     """Replace each projection's live tables with its shadows, in the caller's transaction."""
     connection = connections[ALIAS]
     rows = {}
+    # Decided before the locks are taken: readers are not kept waiting while it is.
+    renamed = {replay.name: _renames_tables(connection) and _same_constraints(replay.projection, replay.target) for replay in replays}
     if connection.vendor == "postgresql":
         _lock_live_tables([live._meta.db_table for replay in replays for live in replay.projection.tables])
     for replay in replays:
-        if _renames_tables(connection):
+        if renamed[replay.name]:
             known = {live._meta.db_table: (len(replay.state[live].rows) if replay.state[live].complete else None) for live in replay.projection.tables}
             rows[replay.projection.name] = _rename_into_live(replay.projection, replay.target, known)
             # Its shadow tables are live tables now: the rebuild's checkpoint goes with them.
@@ -428,6 +434,24 @@ def _swap(replays: Sequence[Replay]) -> dict[str, dict[str, int]]:
         else:
             rows[replay.projection.name] = _copy_shadow_into_live(replay.projection, replay.target)
     return rows
+
+
+def _constraints(cursor: Any, table: str) -> list[tuple[Any, ...]]:
+    """What a table's constraints check, whatever their names; indexes aside (``_live_indexes``
+    carries them over)."""
+    found = connections[ALIAS].introspection.get_constraints(cursor, table)
+    return sorted(
+        (tuple(c["columns"] or ()), bool(c["primary_key"]), bool(c["unique"]), bool(c["check"]), c["foreign_key"] or ())
+        for c in found.values() if not c["index"] or c["primary_key"]
+    )
+
+
+def _same_constraints(projection: Projection, target: Target) -> bool:
+    """Does each shadow hold the constraints of its live table? A shadow is made from the
+    model's fields; a constraint the live table has beyond them (a ``Meta.constraints``, one an
+    operator added) would be lost by renaming, so then the rows are copied instead."""
+    with connections[ALIAS].cursor() as cursor:
+        return all(_constraints(cursor, live._meta.db_table) == _constraints(cursor, target.table(live)._meta.db_table) for live in projection.tables)
 
 
 def _lock_timed_out(exc: BaseException) -> bool:

@@ -177,3 +177,23 @@ def test_payloads_orjson_refuses_are_decoded_as_json_would() -> None:
     (event,) = log_scan(limit=1)
     assert event.data["big"] == 2**70
     assert selectors.scan_fields(None) == selectors._SCAN_FIELDS
+
+
+def test_a_constraint_or_index_an_operator_added_to_a_live_table_survives_the_swap() -> None:
+    """PostgreSQL: a constraint beyond the model's fields would be lost by renaming, so the swap
+    copies the rows instead. SQLite cannot add a constraint to a table; a unique index added
+    there is carried over by the renaming swap, as every index is."""
+    make_history(customers=1, orders=3)
+    relay_and_project()
+    before = live_snapshot()
+    connection = connections[ALIAS]
+    table = connection.ops.quote_name(OrderSummary._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT ordersummary_total_not_negative CHECK (total >= 0)")
+        else:
+            cursor.execute(f"CREATE UNIQUE INDEX ordersummary_id_saga ON {table} (id, saga_id)")
+    schema = live_schema()
+    projections_rebuild(list(PROJECTIONS), batch_size=7)
+    assert live_snapshot() == before
+    assert live_schema() == schema  # the constraint is still there
