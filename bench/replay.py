@@ -27,7 +27,9 @@ What is measured, per database:
   PostgreSQL only by default (``--profile``). cProfile sees the main thread only: most of the
   reading of the log runs in the replay's reader thread and is not in it.
 
-The floor variants are repeated 3 times (median). ``busy_cores`` in the JSON (system-wide CPU use
+The floor variants are repeated 3 times (median), in rounds with the replays (replay 1, floors 1,
+replay 2, floors 2, ...), so both see the same load; ``x_floor_same_round`` is each replay over
+the best floor's run of its round. ``busy_cores`` in the JSON (system-wide CPU use
 during each timed replay) shows whether anything else was running on the machine.
 
 Goals: replay >= 20,000 events/s on PostgreSQL, and replay time within 3x of the floor's (both
@@ -89,52 +91,126 @@ def _server_info() -> dict[str, Any]:
         return {"vendor": "sqlite", "server_version": sqlite3.sqlite_version, "journal_mode": journal, "synchronous": sync}
 
 
-READ_KEY = "read the log (log_scan, mostly in the reader thread, overlapping the rest)"
+READ_KEY = "read the log (fetch rows; reader thread, overlapping the rest)"
+DECODE_KEY = "decode (events and payloads; reader thread, overlapping the rest)"
+WAIT_KEY = "wait for the log (read ahead, in a thread)"
+SWAP_KEY = "swap: shadows into live"
+SWAP_PREPARE_KEY = "swap, before: indexes and ANALYZE on the shadows"
+#: The parts that run in the reader thread, alongside the main thread's.
+THREAD_KEYS = (READ_KEY, DECODE_KEY)
 
 
 class Breakdown:
     """Wall time inside a few functions of the replay path, by wrapping them (a few hundred calls
-    per replay, so the wrappers cost nothing measurable): reading the log (in the reader thread,
-    which overlaps the rest, and the wait for it), each projection's fold, loading and writing
-    the rows of each table, the swap's copy into the live tables."""
+    per replay, so the wrappers cost nothing measurable): reading the log's rows and decoding them
+    into events (in the reader thread, which overlaps the rest), the main thread's wait for them,
+    each projection's fold, loading and writing the rows of each table, and the swap. It also
+    counts the statements, COPYs and commits on every connection of the process (the reader
+    thread's too)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.rows: dict[str, int] = {}
+        self.counts = {"statements": 0, "copy": 0, "commits": 0}
         self._undo: list[Any] = []
 
-    def _wrap(self, owner: Any, attribute: str, label: Any) -> None:
-        original = getattr(owner, attribute)
-        breakdown = self
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            key, rows = label(args, kwargs)
-            started = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                breakdown.seconds[key] = breakdown.seconds.get(key, 0.0) + time.perf_counter() - started
-                if rows is not None:
-                    breakdown.rows[key] = breakdown.rows.get(key, 0) + rows
-
-        setattr(owner, attribute, wrapper)
+    def _patch(self, owner: Any, attribute: str, replacement: Any) -> None:
+        original = owner[attribute] if isinstance(owner, dict) else getattr(owner, attribute)
+        if isinstance(owner, dict):
+            owner[attribute] = replacement(original)
+        else:
+            setattr(owner, attribute, replacement(original))
         self._undo.append((owner, attribute, original))
 
+    def _wrap(self, owner: Any, attribute: str, label: Any) -> None:
+        breakdown = self
+
+        def replacement(original: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                key, rows = label(args, kwargs)
+                started = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    breakdown.seconds[key] = breakdown.seconds.get(key, 0.0) + time.perf_counter() - started
+                    if rows is not None:
+                        breakdown.rows[key] = breakdown.rows.get(key, 0) + rows
+            return wrapper
+
+        self._patch(owner, attribute, replacement)
+
+    def _count(self, owner: Any, attribute: str, counter: str) -> None:
+        counts = self.counts
+
+        def replacement(original: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                counts[counter] += 1
+                return original(*args, **kwargs)
+            return wrapper
+
+        self._patch(owner, attribute, replacement)
+
+    def _count_statements(self) -> None:
+        """PostgreSQL: psycopg's cursor methods, which every statement goes through (Django's,
+        the log scan's own cursor, COPY). SQLite: an ``execute_wrapper`` on every connection,
+        the ones the reader thread opens included (``connection_created``)."""
+        import psycopg
+        from django.db import connections
+        from django.db.backends.signals import connection_created
+
+        counts = self.counts
+
+        def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            counts["statements"] += 1
+            return execute(sql, params, many, context)
+
+        def wrap(connection: Any) -> None:
+            if connection.vendor == "sqlite" and count not in connection.execute_wrappers:
+                connection.execute_wrappers.append(count)
+
+        def created(sender: Any, connection: Any, **kwargs: Any) -> None:
+            wrap(connection)
+
+        for name in ("execute", "executemany"):
+            self._count(psycopg.Cursor, name, "statements")
+        self._count(psycopg.Cursor, "copy", "copy")
+        for connection in connections.all():
+            wrap(connection)
+        for backend in {type(connection) for connection in connections.all()}:  # one class for every alias
+            self._count(backend, "_commit", "commits")
+        connection_created.connect(created, weak=False)
+        self._undo.append((connection_created, None, created))
+        self._wrappers = (count, connections)
+
     def __enter__(self) -> Breakdown:
+        from eventlog import selectors
         from readmodels import projections, rebuild
 
         table = lambda rows: rows.model._meta.db_table.removeprefix("readmodels_")  # noqa: E731
-        self._wrap(rebuild._ReadAhead, "__call__", lambda a, k: ("wait for the log (read ahead, in a thread)", None))
-        self._wrap(rebuild, "log_scan", lambda a, k: (READ_KEY, None))
+        self._wrap(rebuild._ReadAhead, "__call__", lambda a, k: (WAIT_KEY, None))
+        for vendor in list(selectors._SCANS):
+            self._wrap(selectors._SCANS, vendor, lambda a, k: (READ_KEY, None))
+        self._wrap(selectors, "scan_decode", lambda a, k: (DECODE_KEY, len(a[0])))
         self._wrap(rebuild.Replay, "apply", lambda a, k: (f"apply {a[0].projection.name}", len(a[1])))
         self._wrap(projections.Rows, "load", lambda a, k: (f"load {table(a[0])}", None))
         self._wrap(projections.Rows, "flush", lambda a, k: (f"write {table(a[0])}", len(a[0].dirty)))
-        self._wrap(rebuild, "_copy_shadow_into_live", lambda a, k: ("swap: copy shadow into live", None))
+        self._wrap(rebuild, "_swap", lambda a, k: (SWAP_KEY, None))
+        self._wrap(rebuild, "_swap_prepare", lambda a, k: (SWAP_PREPARE_KEY, None))
+        self._count_statements()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        count, connections = self._wrappers
+        for connection in connections.all():
+            if count in connection.execute_wrappers:
+                connection.execute_wrappers.remove(count)
         for owner, attribute, original in reversed(self._undo):
-            setattr(owner, attribute, original)
+            if attribute is None:
+                owner.disconnect(original)
+            elif isinstance(owner, dict):
+                owner[attribute] = original
+            else:
+                setattr(owner, attribute, original)
 
     def report(self, total: float) -> dict[str, Any]:
         """Seconds per part; "fold <projection>" is its apply time without its loads and writes."""
@@ -150,9 +226,24 @@ class Breakdown:
                 self.rows[f"fold {name} (in Python)"] = self.rows.pop(f"apply {name}", 0)
         parts = {k: {"seconds": round(v, 3), "share": round(v / total, 3), **({"rows": self.rows[k]} if self.rows.get(k) else {})}
                  for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
-        rest = total - sum(v for k, v in seconds.items() if k != READ_KEY)
+        rest = total - sum(v for k, v in seconds.items() if k not in THREAD_KEYS)
         parts["everything else (checkpoints, transactions, shadow tables)"] = {"seconds": round(rest, 3), "share": round(rest / total, 3)}
         return parts
+
+    def phases(self, total: float) -> dict[str, Any]:
+        """The time split the issue asks for: read, decode, fold, write, swap (seconds). Read and
+        decode run in the reader thread while the main thread folds and writes the batch before,
+        so they overlap the rest; fold + write + swap + wait_for_read + other is the replay's
+        wall time. ``swap`` is the index build on the shadows before it plus the swap itself."""
+        s = self.seconds
+        fold = sum(v for k, v in s.items() if k.startswith("apply ")) - sum(v for k, v in s.items() if k.startswith(("load ", "write ")))
+        split = {
+            "read": s.get(READ_KEY, 0.0), "decode": s.get(DECODE_KEY, 0.0), "fold": fold,
+            "write": sum(v for k, v in s.items() if k.startswith(("load ", "write "))), "swap": s.get(SWAP_KEY, 0.0) + s.get(SWAP_PREPARE_KEY, 0.0),
+            "wait_for_read": s.get(WAIT_KEY, 0.0),
+        }
+        split["other"] = total - split["fold"] - split["write"] - split["swap"] - split["wait_for_read"]
+        return {k: round(v, 3) for k, v in split.items()}
 
 
 def _replay_once(n_events: int, batch_size: int, *, breakdown: bool = True) -> dict[str, Any]:
@@ -167,10 +258,12 @@ def _replay_once(n_events: int, batch_size: int, *, breakdown: bool = True) -> d
     marks: list[float] = []
     timers = Breakdown() if breakdown else None
     meter = common.CpuMeter()
+    cpu_started = time.process_time()
     started = time.perf_counter()
     with timers if timers is not None else contextlib.nullcontext():
         reports = projections_rebuild(list(PROJECTIONS), batch_size=batch_size, progress=lambda position, head: marks.append(time.perf_counter()))
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     machine = meter.stop()
     for report in reports:
         if report.events != n_events:
@@ -180,6 +273,10 @@ def _replay_once(n_events: int, batch_size: int, *, breakdown: bool = True) -> d
     progress(f"  {', '.join(PROJECTIONS)}: {n_events:,} events in {seconds:.2f}s = {n_events / seconds:,.0f} events/s "
              f"(catch-up {catch_up:.2f}s, swap {seconds - catch_up:.2f}s; {len(batches)} batches, median {statistics.median(batches):.3f}s; "
              f"machine busy {machine['busy_cores']} of {machine['cores']} cores)")
+    if timers is not None:
+        phases = timers.phases(seconds)
+        progress("  time split (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + f"; this process's CPU {cpu:.2f}s; "
+                 + ", ".join(f"{k} {v}" for k, v in timers.counts.items()))
     return {
         "events": n_events, "seconds": round(seconds, 4), "events_per_s": round(n_events / seconds, 1),
         "catch_up_seconds": round(catch_up, 4), "swap_seconds": round(seconds - catch_up, 4),
@@ -187,6 +284,9 @@ def _replay_once(n_events: int, batch_size: int, *, breakdown: bool = True) -> d
                                                    "max": round(max(batches), 4), "first": round(batches[0], 4), "last": round(batches[-1], 4)} if batches else None,
         "rows": {r.projection: r.rows for r in reports}, "machine": machine,
         "breakdown": timers.report(seconds) if timers is not None else None,
+        "phases": timers.phases(seconds) if timers is not None else None,
+        "statements": dict(timers.counts) if timers is not None else None,
+        "process_cpu_seconds": round(cpu, 3),
     }
 
 
@@ -310,31 +410,35 @@ def worker_replay(params: dict[str, Any]) -> dict[str, Any]:
     progress(f"{vendor}: history of {n_events:,} events in the log (generated in {generated:.1f}s, appended in {inserted:.1f}s): "
              f"{len(expected['customers']):,} customers, {len(expected['orders']):,} orders")
 
-    # --- replay --------------------------------------------------------------------------------
+    # --- replay and floor, in rounds -------------------------------------------------------------
+    # Each round is a replay, then each floor variant, so that the replays and the floors see the
+    # same load on a shared machine (run one after the other, the two phases saw loads that
+    # differed by 2x). The first replay's rows are checked and become the floor's rows.
     result["replay"] = []
-    for repeat in range(repeats):
-        progress(f"{vendor}: replay {repeat + 1}/{repeats} (batch_size={batch_size})")
-        result["replay"].append(_replay_once(n_events, batch_size))
-        progress(f"{vendor}: replay {repeat + 1}/{repeats}: {result['replay'][-1]['events_per_s']:,.0f} events/s")
-    check = common.readmodels_compare(expected)
-    result["check"] = check
-    progress(f"{vendor}: check of every read-model row against the generator: {'OK' if check['ok'] else 'FAILED'} "
-             + ", ".join(f"{t} {v['actual']:,}/{v['expected']:,}" for t, v in check["tables"].items()))
-    if not check["ok"]:
-        raise RuntimeError(f"read models differ from the expected rows: {json.dumps(check['tables'])}")
-
-    # --- floor ---------------------------------------------------------------------------------
-    tables = _floor_read()
-    variants = ["orm_bulk_create", "raw_executemany"] + (["pg_copy"] if vendor == "postgresql" else [])
-    result["floor_rows"] = {table: len(spec["tuples"]) for table, spec in tables.items()}
-    result["floor"] = {variant: [] for variant in variants}
     floor_repeats = params["floor_repeats"]
-    for repeat in range(floor_repeats):
-        for variant in variants:
-            run = _floor_run(variant, tables)
-            result["floor"][variant].append(run)
-            progress(f"{vendor}: floor {variant} {repeat + 1}/{floor_repeats}: {sum(result['floor_rows'].values()):,} rows in {run['seconds']:.2f}s")
-    # The last variant wrote the rows back: the live tables hold the replay's result again.
+    variants = ["orm_bulk_create", "raw_executemany"] + (["pg_copy"] if vendor == "postgresql" else [])
+    result["floor"] = {variant: [] for variant in variants}
+    tables: dict[str, Any] = {}
+    for round_ in range(max(repeats, floor_repeats)):
+        if round_ < repeats:
+            progress(f"{vendor}: replay {round_ + 1}/{repeats} (batch_size={batch_size})")
+            result["replay"].append(_replay_once(n_events, batch_size))
+            progress(f"{vendor}: replay {round_ + 1}/{repeats}: {result['replay'][-1]['events_per_s']:,.0f} events/s")
+        if round_ == 0:
+            check = common.readmodels_compare(expected)
+            result["check"] = check
+            progress(f"{vendor}: check of every read-model row against the generator: {'OK' if check['ok'] else 'FAILED'} "
+                     + ", ".join(f"{t} {v['actual']:,}/{v['expected']:,}" for t, v in check["tables"].items()))
+            if not check["ok"]:
+                raise RuntimeError(f"read models differ from the expected rows: {json.dumps(check['tables'])}")
+            tables = _floor_read()
+            result["floor_rows"] = {table: len(spec["tuples"]) for table, spec in tables.items()}
+        if round_ < floor_repeats:
+            for variant in variants:
+                run = _floor_run(variant, tables)
+                result["floor"][variant].append(run)
+                progress(f"{vendor}: floor {variant} {round_ + 1}/{floor_repeats}: {sum(result['floor_rows'].values()):,} rows in {run['seconds']:.2f}s")
+    # The last replay or floor wrote the rows: the live tables hold the replay's result again.
     check_after = common.readmodels_compare(expected)
     if not check_after["ok"]:
         raise RuntimeError(f"after the floor the read models differ from the expected rows: {json.dumps(check_after['tables'])}")
@@ -384,7 +488,15 @@ def summarise(raw: dict[str, Any], n_events: int) -> dict[str, Any]:
         {"goal": f"replay time <= {FLOOR_FACTOR_GOAL:g} x floor ({best})", "value": round(replay_total / floor_total, 2),
          "pass": replay_total <= FLOOR_FACTOR_GOAL * floor_total},
     ]
-    return {"rows": rows, "floor_best": best, "floor_seconds": floor_total, "replay_seconds": replay_total, "goals": goals}
+    # Paired: each replay over the best floor variant's run of the same round (same load).
+    paired = [r["seconds"] / f["seconds"] for r, f in zip(raw["replay"], raw["floor"][best], strict=False) if f["seconds"]]
+    split = [r["phases"] for r in raw["replay"] if r.get("phases")]
+    phases = {k: round(statistics.median(p[k] for p in split), 3) for k in split[0]} if split else None
+    counted = [r["statements"] for r in raw["replay"] if r.get("statements")]
+    statements = {k: statistics.median(c[k] for c in counted) for k in counted[0]} if counted else None
+    return {"rows": rows, "floor_best": best, "floor_seconds": floor_total, "replay_seconds": replay_total, "goals": goals,
+            "x_floor_same_round": {"median": round(statistics.median(paired), 2), "rounds": [round(x, 2) for x in paired]} if paired else None,
+            "phases_median_seconds": phases, "statements_per_replay": statements}
 
 
 def render(name: str, db: dict[str, Any], n_events: int, repeats: int) -> str:
@@ -412,6 +524,16 @@ def render(name: str, db: dict[str, Any], n_events: int, repeats: int) -> str:
         text = ", ".join(f"{k.split(' (')[0]} {v['share']:.0%}" for k, v in list(parts.items())[:8])
         lines.append(f"  time of the replay: {text}")
         lines.append(f"  catch-up {last['catch_up_seconds']:.2f}s in {last['batches']} batches, swap {last['swap_seconds']:.2f}s")
+    if summary.get("x_floor_same_round"):
+        same = summary["x_floor_same_round"]
+        lines.append(f"  x floor, round by round (each replay / the {summary['floor_best']} floor run right after it): "
+                     + ", ".join(f"{x:.2f}" for x in same["rounds"]) + f"; median {same['median']:.2f}")
+    if summary.get("phases_median_seconds"):
+        phases = summary["phases_median_seconds"]
+        lines.append("  time split, median (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+                     + "  (read and decode run in the reader thread, overlapping fold and write)")
+    if summary.get("statements_per_replay"):
+        lines.append("  per replay: " + ", ".join(f"{k} {v:,.0f}" for k, v in summary["statements_per_replay"].items()))
     busy = [r["machine"]["busy_cores"] for r in raw["replay"] if r.get("machine", {}).get("busy_cores") is not None]
     if busy:
         lines.append(f"  machine: {max(busy):.2f} of {raw['replay'][0]['machine']['cores']} cores busy at most during the replay"

@@ -16,7 +16,9 @@ subscriber moves past it, so one bad event delays its own flow, never the rest o
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from eventlog.models import Checkpoint, ParkedEvent
 from eventlog.selectors import log_event, log_head, log_read
 
 logger = logging.getLogger(__name__)
+_event_type = operator.attrgetter("type")
 
 Handler = Callable[[list[RecordedEvent]], None]
 Reader = Callable[..., list[RecordedEvent]]  # log_read's keywords: after, limit, until
@@ -108,7 +111,8 @@ def subscribers_advance_batch(group: Sequence[Subscriber], *, batch_size: int, u
             if last <= checkpoint.position:
                 continue
             mine = events if checkpoint.position == after else [e for e in events if e.position > checkpoint.position]  # type: ignore[operator]
-            wanted = mine if subscriber.types is None else [e for e in mine if e.type in subscriber.types]
+            # The filter runs in C (compress/map): a replay's batches are tens of thousands of events.
+            wanted = mine if subscriber.types is None else list(itertools.compress(mine, map(subscriber.types.__contains__, map(_event_type, mine))))
             stop = None
             if wanted and subscriber.parked_model is not None:
                 stop = _handle_one_by_one(subscriber, wanted)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+
+from django.db import connections
 
 from customers.services import credit_release, credit_reserve, customer_create
 from eventlog.domain import MessageContext
@@ -41,3 +46,27 @@ def relay_and_project() -> None:
     outbox_relay("orders")
     for projection in PROJECTIONS.values():
         subscriber_advance(subscriber_name(projection))
+
+
+@contextlib.contextmanager
+def repeating_in_a_thread(step: Callable[[], None]) -> Iterator[list[BaseException]]:
+    """Run ``step`` over and over in a thread of its own (with its own database connections)
+    until the block ends; yields the list of what it raised (it stops at the first)."""
+    stop, errors = threading.Event(), []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                step()
+        except BaseException as exc:  # noqa: BLE001 (the test asserts on them)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        thread.join(60)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import threading
+import itertools
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from eventlog.subscriptions import subscriber_advance
 from readmodels.models import CustomerCredit, CustomerOrderState, OrderSummary, ProjectionCheckpoint
 from readmodels.projections import ALIAS, COUNTER_FOR_STATE, PROJECTIONS, subscriber_name
 from readmodels.rebuild import SHADOW_SUFFIX, projection_rebuild, projections_rebuild, shadow_catch_up, shadow_prepare
-from tests.readmodels.helpers import make_history, relay_and_project
+from tests.readmodels.helpers import make_history, relay_and_project, repeating_in_a_thread
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -79,30 +79,16 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped() -> None:
 def test_replay_while_writes_continue_loses_nothing() -> None:
     make_history(customers=2, orders=4)
     relay_and_project()
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    seeds = itertools.count(101)
 
     def keep_writing() -> None:
         """New business and the live projection keep going during the rebuild."""
-        try:
-            seed = 100
-            while not stop.is_set():
-                seed += 1
-                make_history(customers=1, orders=2, seed=seed)
-                relay_and_project()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        make_history(customers=1, orders=2, seed=next(seeds))
+        relay_and_project()
 
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
-    try:
+    with repeating_in_a_thread(keep_writing) as errors:
         for name in PROJECTIONS:
             projection_rebuild(name, batch_size=5)
-    finally:
-        stop.set()
-        writer.join(60)
     assert errors == []
     relay_and_project()
     after_rebuild = live_snapshot()
