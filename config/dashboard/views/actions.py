@@ -22,8 +22,8 @@ def _params(query: Any) -> dict[str, Any]:
     return params
 
 
-@require_http_methods(["GET", "POST"])
 @staff_only
+@require_http_methods(["GET", "POST"])
 def action_page(request: HttpRequest, name: str) -> HttpResponse:
     action = ACTIONS.get(name)
     if action is None:

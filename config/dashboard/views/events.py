@@ -17,8 +17,8 @@ from eventlog.selectors import log_filter
 PAGE_SIZE = 100
 
 
-@require_GET
 @staff_only
+@require_GET
 def event_list_page(request: HttpRequest) -> HttpResponse:
     params = request.GET
     filters = {name: params.get(name, "").strip() for name in ("stream", "type", "correlation", "saga", "from", "to")}

@@ -13,8 +13,8 @@ from eventlog.subscriptions import subscriber_lag, subscribers
 from readmodels.selectors import projection_status
 
 
-@require_GET
 @staff_only
+@require_GET
 def projection_list_page(request: HttpRequest) -> HttpResponse:
     head = log_head()
     lags = [{"name": s.name, "database": s.alias, "lag": subscriber_lag(s, head=head)} for s in subscribers()]

@@ -41,8 +41,8 @@ def _actions(saga: dict[str, Any], outline: list[dict[str, Any]] | None) -> list
     return found
 
 
-@require_GET
 @staff_only
+@require_GET
 def saga_detail_page(request: HttpRequest, saga_id: str) -> HttpResponse:
     key = _uuid(saga_id)
     saga = saga_get(saga_id=key) if key else None

@@ -19,8 +19,8 @@ PAGE_SIZE = 50
 TYPES = ("create_order", "cancel_order")
 
 
-@require_GET
 @staff_only
+@require_GET
 def saga_list_page(request: HttpRequest) -> HttpResponse:
     params = request.GET
     filters = {name: params.get(name, "").strip() for name in ("state", "mode", "type", "stuck", "q")}
