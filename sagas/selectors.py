@@ -20,6 +20,9 @@ from sagas.engine import ALIAS, OPEN_STEP_STATUSES
 from sagas.models import ACTIVE_STATES, SagaInstance, SagaLogEntry, SagaState, SagaStep, StepStatus, TraceEvent
 
 CHOREOGRAPHY = "choreography"
+#: Every saga state and mode, for filters (the same states serve every mode).
+SAGA_STATES: tuple[str, ...] = tuple(SagaState.values)
+SAGA_MODES = ("orchestration", "choreography", "2pc")
 
 STEP_FIELDS = ("name", "kind", "status", "attempts", "started_at", "ended_at", "error")
 
@@ -139,7 +142,7 @@ def saga_outcomes(*, since: dt.datetime) -> dict[str, int]:
     """How many sagas ended in each final state since ``since`` (throughput, compensation rate)."""
     rows = SagaInstance.objects.using(ALIAS).filter(ended_at__gte=since).values("state").annotate(n=Count("id"))
     found = {row["state"]: row["n"] for row in rows}
-    return {state: found.get(state, 0) for state in (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED)}
+    return {str(state): found.get(state, 0) for state in (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED)}
 
 
 def saga_definition_outline(*, saga_type: str, version: int) -> list[dict[str, Any]] | None:

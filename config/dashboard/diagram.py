@@ -15,7 +15,7 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT, GAP, TOP, MARGIN = 168, 50, 44, 34, 16
+WIDTH, HEIGHT, GAP, TOP, MARGIN = 236, 50, 40, 34, 16
 COMPENSATION_Y = TOP + HEIGHT + 62
 
 STYLE = """

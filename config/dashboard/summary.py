@@ -26,16 +26,15 @@ from eventlog.relay import outbox_backlog
 from eventlog.selectors import log_head
 from eventlog.subscriptions import parked_events, subscriber_lag, subscribers
 from readmodels.selectors import projection_status
-from sagas.models import SagaState
-from sagas.selectors import saga_counts, saga_list, saga_outcomes
+from sagas.selectors import SAGA_MODES, SAGA_STATES, saga_counts, saga_list, saga_outcomes
 
 SUMMARY_KEY = "dashboard:summary"
 COMPUTING_KEY = "dashboard:summary:computing"
 GENERATION_KEY = "dashboard:summary:generation"
 #: The window of the throughput and compensation-rate figures.
 RECENT = dt.timedelta(minutes=5)
-STATES = tuple(SagaState.values)
-MODES = ("orchestration", "choreography", "2pc")
+STATES = SAGA_STATES
+MODES = SAGA_MODES
 
 
 def summary_get() -> dict[str, Any]:
@@ -67,9 +66,9 @@ def _compute() -> dict[str, Any]:
     modes = [m for m in MODES if any(mode == m for mode, _ in counts)] or ["orchestration"]
     modes += sorted({mode for mode, _ in counts} - set(modes))
     recent = saga_outcomes(since=now - RECENT)
-    decided = recent[SagaState.COMPLETED] + recent[SagaState.COMPENSATED]
+    decided = recent["COMPLETED"] + recent["COMPENSATED"]
     _, stuck = saga_list(state=None, saga_type=None, stuck=True, offset=0, limit=10)
-    failed_count, failed = saga_list(state=SagaState.FAILED, saga_type=None, offset=0, limit=10)
+    failed_count, failed = saga_list(state="FAILED", saga_type=None, offset=0, limit=10)
     head = log_head()
     parked = parked_events()
     return {
@@ -80,7 +79,7 @@ def _compute() -> dict[str, Any]:
         "recent_minutes": int(RECENT.total_seconds() // 60),
         "recent": recent,
         "per_minute": round(sum(recent.values()) / (RECENT.total_seconds() / 60), 1),
-        "compensation_rate": round(100 * recent[SagaState.COMPENSATED] / decided, 1) if decided else None,
+        "compensation_rate": round(100 * recent["COMPENSATED"] / decided, 1) if decided else None,
         "stuck": [_brief(saga) for saga in stuck],
         "failed": [_brief(saga) for saga in failed],
         "failed_count": failed_count,
