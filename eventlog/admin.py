@@ -72,6 +72,11 @@ class CheckpointAdmin(MultiDBModelAdmin):
     search_fields = ("subscriber",)
 
 
+class IdempotencyRecordAdmin(MultiDBModelAdmin):
+    list_display = ("user_id", "key", "status_code", "created_at")
+    search_fields = ("key",)
+
+
 class ProcessedCommandAdmin(MultiDBModelAdmin):
     list_display = ("command_id", "name", "saga_id", "processed_at")
     list_filter = ("name", ("processed_at", admin.DateFieldListFilter))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from eventlog.admin import CheckpointAdmin, EventAdmin, MultiDBModelAdmin, ParkedEventAdmin, ProcessedCommandAdmin
+from eventlog.admin import CheckpointAdmin, EventAdmin, IdempotencyRecordAdmin, MultiDBModelAdmin, ParkedEventAdmin, ProcessedCommandAdmin
 from orders.models import Order, OrderEvent, OrdersCheckpoint, OrdersIdempotencyRecord, OrdersParkedEvent, OrdersProcessedCommand
 
 
@@ -15,13 +15,8 @@ class OrderAdmin(MultiDBModelAdmin):
     search_fields = ("id", "customer_id", "saga_id")
 
 
-@admin.register(OrdersIdempotencyRecord)
-class OrdersIdempotencyRecordAdmin(MultiDBModelAdmin):
-    list_display = ("user_id", "key", "status_code", "created_at")
-    search_fields = ("key",)
-
-
 admin.site.register(OrderEvent, EventAdmin)
+admin.site.register(OrdersIdempotencyRecord, IdempotencyRecordAdmin)
 admin.site.register(OrdersCheckpoint, CheckpointAdmin)
 admin.site.register(OrdersProcessedCommand, ProcessedCommandAdmin)
 admin.site.register(OrdersParkedEvent, ParkedEventAdmin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from eventlog.admin import CheckpointAdmin, MultiDBModelAdmin
+from eventlog.admin import CheckpointAdmin, IdempotencyRecordAdmin, MultiDBModelAdmin
 from sagas.models import IdempotencyRecord, SagaInstance, SagaLogEntry, SagasCheckpoint, SagaStep, TraceEvent
 
 
@@ -37,10 +37,5 @@ class TraceEventAdmin(MultiDBModelAdmin):
     search_fields = ("saga__id", "event_id", "stream_id")
 
 
-@admin.register(IdempotencyRecord)
-class SagasIdempotencyRecordAdmin(MultiDBModelAdmin):
-    list_display = ("user_id", "key", "status_code", "created_at")
-    search_fields = ("key",)
-
-
 admin.site.register(SagasCheckpoint, CheckpointAdmin)
+admin.site.register(IdempotencyRecord, IdempotencyRecordAdmin)

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from config.models import OperatorAction
-from sagas.models import SagaInstance, SagaStep
-from tests.sagas.test_engine import fail_attempts, reply, start, state
+from sagas.models import SagaStep
+from tests.sagas.test_engine import failed_saga, state
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -20,15 +20,6 @@ ACTIONS = [
     f"/dashboard/actions/saga-retry/?saga={SAGA}", f"/dashboard/actions/saga-resume/?saga={SAGA}", f"/dashboard/actions/saga-abort/?saga={SAGA}",
     "/dashboard/actions/sagas-retry-failed/", f"/dashboard/actions/parked-retry/?event={SAGA}", "/dashboard/actions/projection-rebuild/?projection=order_summary",
 ]
-
-
-def failed_saga() -> SagaInstance:
-    saga = start()
-    reply(saga)
-    reply(saga, "refused", reason="UNKNOWN_CUSTOMER")
-    fail_attempts(saga, 5, how="permanent")
-    assert state(saga) == "FAILED"
-    return saga
 
 
 @pytest.mark.parametrize("url", PAGES + ACTIONS)

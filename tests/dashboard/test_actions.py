@@ -14,8 +14,7 @@ from eventlog.subscriptions import parked_events
 from readmodels.models import OrderSummary, ProjectionCheckpoint
 from sagas.models import SagaInstance
 from tests.dashboard.conftest import advance_everything, choreographed_order, orders_trigger
-from tests.dashboard.test_access import failed_saga
-from tests.sagas.test_engine import open_step, reply, start, state
+from tests.sagas.test_engine import failed_saga, open_step, reply, start, state
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

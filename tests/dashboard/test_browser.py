@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from config.launcher import BASE_DIR, QUEUES, Stack
-from tests.conftest import eventually, free_port, purge_queues, worker_env
+from config.launcher import BASE_DIR, Stack
+from tests.conftest import running_system
 from tests.dashboard.conftest import orders_trigger
 from tests.e2e.helpers import Api
 
@@ -49,33 +49,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def stack(broker_url: str, django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole system for this module's journeys (one start, not one per test)."""
-    purge_queues()
-    base = tmp_path_factory.mktemp("dashboard-stack")
-    env = worker_env(broker_url)
-    env.update({"SAGA_TIME_SCALE": "0.2", "SWEEP_INTERVAL_SECONDS": "0.5", "DASHBOARD_REFRESH_SECONDS": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"})
-    running = Stack(env=env, run_dir=base / "run", log_dir=base / "log", echo=False)
-    port = free_port()
-    try:
-        for queue in QUEUES:
-            running.start_worker(queue)
-        running.start_beat()
-        running.start_web(host="127.0.0.1", port=port, workers=2)
-        running.wait_ready(timeout=90)
-        running.base_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-        eventually(lambda: _answers(running.base_url + "/healthz"), message="gunicorn to answer")  # type: ignore[attr-defined]
+    with running_system(broker_url, tmp_path_factory.mktemp("dashboard-stack"), {"DASHBOARD_REFRESH_SECONDS": "1"}) as running:
         yield running
-    finally:
-        running.stop()
-
-
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from django.core.management.base import CommandError
 from sagas.engine import SagaConflict, saga_abort, saga_resume, saga_retry
 from sagas.models import SagaInstance, SagaLogEntry, SagaStep
 from tests.conftest import purge_queues
-from tests.sagas.test_engine import fail_attempts, open_step, reply, start, state, timeline
+from tests.sagas.test_engine import failed_saga, open_step, reply, start, state, timeline
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -36,15 +36,6 @@ def rows(saga: SagaInstance) -> tuple[Any, ...]:
         tuple(SagaStep.objects.using("sagas").filter(saga=saga).order_by("id").values_list("name", "kind", "status", "attempts", "due_at", "command_id")),
         SagaLogEntry.objects.using("sagas").filter(saga=saga).count(),
     )
-
-
-def failed_saga() -> SagaInstance:
-    saga = start()
-    reply(saga)
-    reply(saga, "refused", reason="UNKNOWN_CUSTOMER")
-    fail_attempts(saga, 5, how="permanent")
-    assert state(saga) == "FAILED"
-    return saga
 
 
 def test_a_dry_run_says_what_the_action_does_and_changes_nothing() -> None:
