@@ -159,10 +159,15 @@ class ManagedProcess:
                 pass
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (a warm shutdown for Celery), then SIGKILL after ``timeout``."""
+        """SIGTERM to the process itself (a warm shutdown for Celery, a graceful one for
+        gunicorn: each stops its own children), then SIGKILL to its group after ``timeout``."""
         if self.popen is None:
             return
-        self.signal(signal.SIGTERM)
+        if self.alive():
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
