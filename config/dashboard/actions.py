@@ -100,7 +100,11 @@ def _saga_action(service: Callable[..., Any]) -> tuple[Callable[[dict[str, Any]]
 
 
 def _back_to_saga(params: dict[str, Any]) -> str:
-    return f"/dashboard/sagas/{params.get('saga', '')}/"
+    """The saga's page, or the overview when ``saga`` is not an id (never a URL from the request)."""
+    try:
+        return f"/dashboard/sagas/{uuid.UUID(str(params.get('saga', '')))}/"
+    except ValueError:
+        return "/dashboard/"
 
 
 # --- many sagas ----------------------------------------------------------------------------
@@ -215,7 +219,7 @@ ACTIONS: dict[str, Action] = {
         Action("saga-resume", "Resume or time out a stuck saga now", *_resume, back=_back_to_saga),
         Action("saga-abort", "Abort (compensate) a running saga before its pivot", *_abort, back=_back_to_saga),
         Action("sagas-retry-failed", "Retry every FAILED saga of a filter", _bulk_preview, _bulk_run, back=lambda p: "/dashboard/sagas/?state=FAILED"),
-        Action("parked-retry", "Retry a parked choreography event", _parked_preview, _parked_run, back=lambda p: f"/dashboard/sagas/{p['saga']}/" if p.get("saga") else "/dashboard/"),
+        Action("parked-retry", "Retry a parked choreography event", _parked_preview, _parked_run, back=_back_to_saga),
         Action("projection-rebuild", "Rebuild a projection", _rebuild_preview, _rebuild_run, back=lambda p: "/dashboard/projections/"),
     )
 }

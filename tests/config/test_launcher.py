@@ -49,12 +49,44 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
+def survivors(children: dict[int, str | None]) -> str:
+    """What is still running among ``children``, for a failure's message."""
+    found = []
+    for pid, since in sorted(children.items()):
+        if alive(pid, since):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            found.append(f"{pid}: {command[:200]}")
+    return "; ".join(found)
+
+
+def _stat(pid: int) -> list[str] | None:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return state != "Z"
+        return None
+
+
+def started_at(pid: int) -> str | None:
+    """The process's start time (in clock ticks since boot): with the pid, it names one process
+    even if the pid is reused later."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+def alive(pid: int, since: str | None = None) -> bool:
+    """Running (not a zombie), and the same process as the one that started at ``since``."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z" and (since is None or fields[19] == since)
+
+
+def wait_gone(children: dict[int, str | None], *, timeout: float) -> None:
+    try:
+        eventually(lambda: not any(alive(pid, since) for pid, since in children.items()), timeout=timeout, interval=0.2, message="every child to be gone")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still running: {survivors(children)}") from None
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +107,7 @@ class Launched:
         self.log = var_dir / "log" / "worker-eventlog.log"
         eventually(lambda: "Running:" in self.console.read_text() or self.process.poll() is not None, timeout=180, interval=0.2, message="the launcher's banner")
         assert self.process.poll() is None, self.console.read_text()[-3000:]
-        self.children = descendants(self.process.pid)
+        self.children = {pid: started_at(pid) for pid in descendants(self.process.pid)}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -90,8 +122,8 @@ def launched(var_dir: Path) -> Iterator[Launched]:
         yield running
     finally:
         running.stop()
-        for pid in descendants(running.process.pid) | running.children:
-            if alive(pid):
+        for pid, since in {**{pid: started_at(pid) for pid in descendants(running.process.pid)}, **running.children}.items():
+            if alive(pid, since):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -111,11 +143,11 @@ def test_a_stop_signal_stops_every_process_in_order(launched: Launched, signum: 
     assert launched.process.wait(60) == 0
     console = launched.console.read_text()
     assert "== stopped; no process left running" in console, console[-2000:]
-    eventually(lambda: not any(alive(pid) for pid in launched.children), timeout=30, message="every child to be gone")
+    wait_gone(launched.children, timeout=30)
 
 
 def test_a_launcher_killed_with_sigkill_takes_its_children_with_it(launched: Launched) -> None:
-    assert all(alive(pid) for pid in launched.children)
+    assert all(alive(pid, since) for pid, since in launched.children.items())
     os.kill(launched.process.pid, signal.SIGKILL)
     launched.process.wait(10)
-    eventually(lambda: not any(alive(pid) for pid in launched.children), timeout=60, message="the orphaned children to stop")
+    wait_gone(launched.children, timeout=60)
