@@ -9,8 +9,9 @@ and one line per saga that ends, not the periodic sweeps or the access log (``co
 
 Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop them all, in reverse order, and the
 launcher waits until each has exited. If the launcher itself dies (even by SIGKILL), its
-children follow: on Linux each is started with a parent-death signal (``PR_SET_PDEATHSIG``), and
-so is the launcher, which therefore stops in order when ``make`` dies. Tests start the same
+children follow: on Linux each is started with a parent-death signal (``PR_SET_PDEATHSIG``,
+SIGKILL: see ``_child_dies_with_launcher``). The launcher has one too (SIGTERM), so it stops
+everything in order when ``make`` dies. Tests start the same
 processes through the ``Stack`` class below.
 """
 
@@ -65,6 +66,18 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _child_dies_with_launcher() -> None:
+    """A child is killed (SIGKILL) when the launcher dies without stopping it.
+
+    Not SIGTERM: a child's output goes through a pipe that the dead launcher no longer reads,
+    so a graceful shutdown that prints anything (Celery's "Warm shutdown") fails on the broken
+    pipe and never ends (seen in tests/config/test_launcher.py). A launcher that dies is a
+    crash, and the system is built for crashes: every task is acknowledged late and idempotent,
+    and the databases hold all pending work. A launcher that is *asked* to stop (SIGINT,
+    SIGTERM, SIGHUP, or its own parent dying) still stops each child gracefully, in order."""
+    die_with_parent(signal.SIGKILL)
+
+
 #: A line that starts a log record: Django's and Celery's formats, and gunicorn's.
 _RECORD = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
 _ALARMING = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|\[(WARNING|ERROR|CRITICAL)\]|^Traceback ")
@@ -114,7 +127,7 @@ class ManagedProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
-            preexec_fn=die_with_parent,  # the launcher killed, even by SIGKILL: the child stops too
+            preexec_fn=_child_dies_with_launcher,
         )
         if self.ready_marker is None:
             self.ready.set()
