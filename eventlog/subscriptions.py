@@ -245,8 +245,15 @@ def subscriber_error_record(name: str, exc: BaseException) -> None:
 
 
 def subscriber_last_errors(names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """The last failure (``at``, ``error``) of each named subscriber within the hour, if any."""
+    """The last failure (``at``, ``error``) of each named subscriber within the hour, if any.
+
+    A report, so it never raises: with the cache unreachable it knows of no failure (the API's
+    projection list and /readyz read it, and must keep answering)."""
     from django.core.cache import cache
 
-    found = cache.get_many([_error_key(name) for name in names])
+    try:
+        found = cache.get_many([_error_key(name) for name in names])
+    except Exception:  # noqa: BLE001 - see above
+        logger.warning("could not read the subscribers' last errors from the cache", exc_info=True)
+        return {}
     return {name: found[_error_key(name)] for name in names if _error_key(name) in found}

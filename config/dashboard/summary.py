@@ -13,6 +13,7 @@ interval. ``generation`` counts the computations (the tests read it).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from eventlog.subscriptions import parked_events, subscriber_lag, subscribers
 from readmodels.selectors import projection_status
 from sagas.selectors import SAGA_MODES, SAGA_STATES, saga_counts, saga_list, saga_outcomes
 
+logger = logging.getLogger(__name__)
 SUMMARY_KEY = "dashboard:summary"
 COMPUTING_KEY = "dashboard:summary:computing"
 GENERATION_KEY = "dashboard:summary:generation"
@@ -38,13 +40,23 @@ MODES = SAGA_MODES
 
 
 def summary_get() -> dict[str, Any]:
-    """The current summary (see the module docstring for its cost)."""
+    """The current summary (see the module docstring for its cost). With the cache unreachable
+    each request computes its own: the operator still sees the system, at a per-viewer cost."""
+    try:
+        return _shared_summary()
+    except Exception:  # noqa: BLE001 - the cache is down; that must not blind the operator
+        logger.warning("the dashboard summary could not be shared through the cache; computing it for this request", exc_info=True)
+        return _compute(generation=None)
+
+
+def _shared_summary() -> dict[str, Any]:
     interval = settings.DASHBOARD_REFRESH_SECONDS
     cached = cache.get(SUMMARY_KEY)
     if cached is not None and (timezone.now() - cached["computed_at"]).total_seconds() < interval:
         return cached  # type: ignore[no-any-return]
     if cache.add(COMPUTING_KEY, 1, timeout=interval):
-        fresh = _compute()
+        cache.add(GENERATION_KEY, 0, timeout=None)
+        fresh = _compute(generation=cache.incr(GENERATION_KEY))
         cache.set(SUMMARY_KEY, fresh, timeout=max(interval * 30, 60))
         return fresh
     if cached is not None:
@@ -56,12 +68,11 @@ def summary_get() -> dict[str, Any]:
         cached = cache.get(SUMMARY_KEY)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-    return _compute()
+    return _compute(generation=None)
 
 
-def _compute() -> dict[str, Any]:
+def _compute(*, generation: int | None) -> dict[str, Any]:
     now = timezone.now()
-    cache.add(GENERATION_KEY, 0, timeout=None)
     counts = {(row["mode"], row["state"]): row["count"] for row in saga_counts()}
     modes = [m for m in MODES if any(mode == m for mode, _ in counts)] or ["orchestration"]
     modes += sorted({mode for mode, _ in counts} - set(modes))
@@ -72,7 +83,7 @@ def _compute() -> dict[str, Any]:
     head = log_head()
     parked = parked_events()
     return {
-        "generation": cache.incr(GENERATION_KEY),
+        "generation": generation,
         "computed_at": now,
         "by_mode": [{"mode": mode, "counts": [counts.get((mode, state), 0) for state in STATES], "total": sum(counts.get((mode, s), 0) for s in STATES)} for mode in modes],
         "states": STATES,

@@ -152,3 +152,17 @@ def test_the_projections_page_shows_position_lag_and_a_rebuild_button(staff: Cli
         assert f"/dashboard/actions/projection-rebuild/?projection={name}" in row
         assert re.search(r"<td>\d+</td><td class=\"\">0</td>", row), row
     assert "sagas.choreography_trace" in body
+
+
+def test_with_the_cache_unreachable_the_overview_still_answers_computed_for_the_request(staff: Client) -> None:
+    from django.test import override_settings
+
+    from tests.conftest import free_port
+
+    start()
+    unreachable = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    with override_settings(CACHES=unreachable):
+        body = staff.get("/dashboard/summary/").content.decode()
+    assert "for this request only (the cache is unreachable)" in body
+    row = re.search(r'<tr data-mode="orchestration">(.*?)</tr>', body, re.S)
+    assert row is not None and re.findall(r"<td[^>]*>(\d+)</td>", row.group(1))[0] == "1"
