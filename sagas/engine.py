@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -449,7 +449,7 @@ class _DryRun(Exception):
     """Raised inside an operator transition to roll it back once it has said what it does."""
 
 
-def _operator(saga_id: uuid.UUID, act: Any, *, dry_run: bool, operator: str) -> OperatorOutcome:
+def _operator(saga_id: uuid.UUID, act: Callable[[SagaInstance, str], None], *, dry_run: bool, operator: str) -> OperatorOutcome:
     result: OperatorOutcome | None = None
     try:
         with _transition():
