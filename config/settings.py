@@ -252,6 +252,11 @@ READ_YOUR_WRITES_MAX_WAITERS = env.int("READ_YOUR_WRITES_MAX_WAITERS", default=1
 #: behind the log head than this.
 READY_MAX_PROJECTION_LAG = env.int("READY_MAX_PROJECTION_LAG", default=10000)
 
+# --- Dashboard ----------------------------------------------------------------------------
+#: The overview's summary is computed at most once per this many seconds across every process,
+#: however many browsers poll it (config/dashboard/summary.py); its page polls at this rate.
+DASHBOARD_REFRESH_SECONDS = env.float("DASHBOARD_REFRESH_SECONDS", default=3.0)
+
 # --- HTTP API -----------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES

@@ -1,4 +1,4 @@
-"""URL map: the admin dashboard, health probes, and the HTTP API under /api/.
+"""URL map: the admin, the operators' dashboard, health probes, and the HTTP API under /api/.
 
 Where one path serves a query (read model) and a command (a context), the two views are
 composed here, at the composition root, so that neither context imports the other.
@@ -42,6 +42,7 @@ api = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("dashboard/", include("config.dashboard.urls")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("api/", include(api)),

@@ -49,6 +49,32 @@ def log_stream(stream_id: uuid.UUID) -> list[RecordedEvent]:
     return [recorded_from_row(row) for row in rows]
 
 
+def log_filter(
+    *,
+    stream_id: uuid.UUID | None = None,
+    types: list[str] | None = None,
+    correlation_id: uuid.UUID | None = None,
+    saga_id: uuid.UUID | None = None,
+    after: int = 0,
+    until: int | None = None,
+    limit: int = 100,
+) -> list[RecordedEvent]:
+    """Events in log order matching every filter given, after ``after``, at most ``limit``:
+    an operator's view of the log (each filter is on an indexed column or the position)."""
+    queryset = LogEvent.objects.using(EVENTLOG_ALIAS).filter(position__gt=after)
+    if until is not None:
+        queryset = queryset.filter(position__lte=until)
+    if stream_id is not None:
+        queryset = queryset.filter(stream_id=stream_id)
+    if types:
+        queryset = queryset.filter(type__in=types)
+    if correlation_id is not None:
+        queryset = queryset.filter(correlation_id=correlation_id)
+    if saga_id is not None:
+        queryset = queryset.filter(saga_id=saga_id)
+    return [RecordedEvent(*row) for row in queryset.order_by("position").values_list(*EVENT_COLUMNS, "position")[:limit]]
+
+
 def log_scan(*, after: int = 0, limit: int = 1000, until: int | None = None, fields: tuple[str, ...] | None = None) -> list[RecordedEvent]:
     """``log_read`` for bulk reads (replays): the same events, read with the driver's own cursor.
 

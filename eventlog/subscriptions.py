@@ -181,6 +181,16 @@ def parked_events(*, subscriber: str | None = None, correlation_id: uuid.UUID | 
     return sorted(found, key=lambda row: row.first_failed_at)
 
 
+def parked_retry_select(*, event_ids: set[uuid.UUID], every: bool = False, subscriber: str | None = None) -> list[ParkedEvent]:
+    """The parked events an operator asked to retry: these ids, or ``every`` parked one (of
+    ``subscriber``). ``LookupError`` names any id that is not parked (or already resolved)."""
+    chosen = [r for r in parked_events(subscriber=subscriber) if r.parked_at is not None and (every or r.event_id in event_ids)]
+    missing = event_ids - {r.event_id for r in chosen}
+    if missing:
+        raise LookupError("not parked (or already resolved): " + ", ".join(sorted(map(str, missing))))
+    return chosen
+
+
 def parked_retry(record: ParkedEvent) -> str | None:
     """Run a parked event's handler again, for an operator; ``None`` on success, else the error.
 
@@ -217,3 +227,37 @@ def subscriber_advance(name: str, *, batch_size: int = 1000) -> int:
         consumed += count
         if count < batch_size:
             return consumed
+
+
+#: How long a subscriber's last failure is remembered (in the shared cache) for the operator.
+LAST_ERROR_SECONDS = 3600
+
+
+def _error_key(name: str) -> str:
+    return f"subscriber-last-error:{name}"
+
+
+def subscriber_error_record(name: str, exc: BaseException) -> None:
+    """Remember a subscriber's failure for an hour, for the dashboard; never raises (the
+    failure itself is what matters, and it is raised by the caller)."""
+    from django.core.cache import cache
+
+    try:
+        cache.set(_error_key(name), {"at": timezone.now().isoformat(), "error": f"{type(exc).__name__}: {exc}"[:500]}, LAST_ERROR_SECONDS)
+    except Exception:  # noqa: BLE001 - the cache being down must not hide the real failure
+        logger.warning("could not record the last error of %s", name, exc_info=True)
+
+
+def subscriber_last_errors(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The last failure (``at``, ``error``) of each named subscriber within the hour, if any.
+
+    A report, so it never raises: with the cache unreachable it knows of no failure (the API's
+    projection list and /readyz read it, and must keep answering)."""
+    from django.core.cache import cache
+
+    try:
+        found = cache.get_many([_error_key(name) for name in names])
+    except Exception:  # noqa: BLE001 - see above
+        logger.warning("could not read the subscribers' last errors from the cache", exc_info=True)
+        return {}
+    return {name: found[_error_key(name)] for name in names if _error_key(name) in found}

@@ -11,7 +11,7 @@ from django.conf import settings
 from eventlog.messaging import send_task, wake
 from eventlog.relay import outbox_relay, outboxes
 from eventlog.selectors import log_head
-from eventlog.subscriptions import subscriber_advance, subscriber_lag, subscribers
+from eventlog.subscriptions import subscriber_advance, subscriber_error_record, subscriber_lag, subscribers
 
 ADVANCE_TASK = "eventlog.subscriber_advance"
 
@@ -33,8 +33,13 @@ def relay(source: str) -> int:
 
 @shared_task(name="eventlog.subscriber_advance")
 def advance(subscriber: str) -> int:
-    """Routed at send time to the subscriber's own context queue."""
-    return subscriber_advance(subscriber, batch_size=settings.SUBSCRIPTION_BATCH_SIZE)
+    """Routed at send time to the subscriber's own context queue. A failure is remembered for
+    the operator (``subscriber_error_record``) and raised: the sweep wakes the subscriber again."""
+    try:
+        return subscriber_advance(subscriber, batch_size=settings.SUBSCRIPTION_BATCH_SIZE)
+    except Exception as exc:
+        subscriber_error_record(subscriber, exc)
+        raise
 
 
 @shared_task(name="eventlog.sweep")

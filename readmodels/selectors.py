@@ -27,6 +27,7 @@ from typing import Any
 from django.conf import settings
 
 from eventlog.selectors import log_head
+from eventlog.subscriptions import subscriber_last_errors
 from readmodels import cache
 from readmodels.models import CustomerCredit, OrderSummary, ProjectionCheckpoint
 from readmodels.projections import ALIAS, PROJECTIONS, subscriber_name
@@ -152,9 +153,11 @@ def order_summary_list(*, customer_id: uuid.UUID | None, state: str | None, offs
 
 
 def projection_status() -> list[dict[str, Any]]:
-    """Each projection's position and lag behind the head of the log (not cached)."""
+    """Each projection's position and lag behind the head of the log (not cached), and its
+    last failure within the hour (``last_error``: ``{at, error}`` or ``None``)."""
     head = log_head()
     checkpoints = {c.subscriber: c for c in ProjectionCheckpoint.objects.using(ALIAS).all()}
+    errors = subscriber_last_errors([subscriber_name(p) for p in PROJECTIONS.values()])
     status = []
     for projection in PROJECTIONS.values():
         name = subscriber_name(projection)
@@ -168,6 +171,7 @@ def projection_status() -> list[dict[str, Any]]:
                 "lag": max(head - position, 0),
                 "updated_at": checkpoint.updated_at if checkpoint else None,
                 "rebuilding": f"{name}#rebuild" in checkpoints,
+                "last_error": errors.get(name),
             }
         )
     return status

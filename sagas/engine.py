@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -48,9 +48,11 @@ from eventlog.commands import ERROR, OK, REFUSED, Command
 from eventlog.messaging import BROKER_BACKOFF_SECONDS, send_task
 from eventlog.sql import insert_rows
 from sagas.definitions import Data, Role, SagaDefinition, Step, definition_get
-from sagas.models import SagaInstance, SagaLogEntry, SagaState, SagaStep, StepKind, StepStatus
+from sagas.models import ACTIVE_STATES, SagaInstance, SagaLogEntry, SagaState, SagaStep, StepKind, StepStatus
 
 logger = logging.getLogger(__name__)
+#: One line per saga that ends (its outcome), for the operator's console.
+outcomes = logging.getLogger("sagas.outcomes")
 
 ALIAS = "sagas"
 REPLY_TASK = "sagas.saga_reply"
@@ -106,6 +108,10 @@ def _save(saga: SagaInstance, **changes: Any) -> None:
     saga.updated_at = timezone.now()
     if saga.state not in (SagaState.RUNNING, SagaState.COMPENSATING) and saga.ended_at is None:
         saga.ended_at = saga.updated_at
+        line = f"saga {saga.type} {saga.id} {saga.state}" + (f": {saga.last_error}" if saga.state != SagaState.COMPLETED and saga.last_error else "")
+        # The one line per saga that ``make run``'s console shows (config/launcher.py).
+        level = logging.WARNING if saga.state == SagaState.FAILED else logging.INFO
+        transaction.on_commit(lambda: outcomes.log(level, line[:300]), using=ALIAS)
     saga.save(using=ALIAS, update_fields=SAGA_MUTABLE)
 
 
@@ -386,18 +392,23 @@ def saga_step_due(step_id: int) -> str:
         now = timezone.now()
         if saga is None or step.status not in OPEN_STEP_STATUSES or step.due_at is None or step.due_at > now:
             return "not due"
-        if step.status == StepStatus.WAITING:
-            timeout = _definition(saga).step(step.index).timeout * settings.SAGA_TIME_SCALE
-            _technical_failure(saga, step, f"attempt {step.attempts}: no reply within {timeout:.1f}s (timed out)", transient=True)
-            return "timed out"
-        step.status = StepStatus.WAITING
-        step.attempts += 1
-        step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
-        _save_step(step)
-        _log(saga, "sent", f"{step.command} attempt {step.attempts} (same command id)", step=step)
-        _send(saga, step)
-        _save(saga)
-        return "resent"
+        return _step_due(saga, step)
+
+
+def _step_due(saga: SagaInstance, step: SagaStep) -> str:
+    """Inside a transition, with the saga locked: the open ``step`` is due now."""
+    if step.status == StepStatus.WAITING:
+        timeout = _definition(saga).step(step.index).timeout * settings.SAGA_TIME_SCALE
+        _technical_failure(saga, step, f"attempt {step.attempts}: no reply within {timeout:.1f}s (timed out)", transient=True)
+        return "timed out"
+    step.status = StepStatus.WAITING
+    step.attempts += 1
+    step.due_at = timezone.now() + _scaled(_definition(saga).step(step.index).timeout)
+    _save_step(step)
+    _log(saga, "sent", f"{step.command} attempt {step.attempts} (same command id)", step=step)
+    _send(saga, step)
+    _save(saga)
+    return "resent"
 
 
 def due_steps(*, limit: int = 500) -> list[int]:
@@ -416,15 +427,56 @@ def saga_sweep() -> dict[str, int]:
 
 
 # --- operators ----------------------------------------------------------------------------
+#
+# Every operator action is one transition, like a reply or a deadline. With ``dry_run=True``
+# the very same transition runs and is rolled back: what it *would* do is what it wrote to the
+# saga's log, and nothing is sent (its after-commit sends go with the rollback). So a dry run
+# can never disagree with the action it previews.
 
 
-def saga_retry(saga_id: uuid.UUID) -> SagaInstance:
+@dataclass(frozen=True)
+class OperatorOutcome:
+    """What an operator action did (or, for a dry run, would do) to one saga."""
+
+    saga_id: uuid.UUID
+    saga_type: str
+    state: str
+    did: tuple[str, ...]
+    dry_run: bool
+
+
+class _DryRun(Exception):
+    """Raised inside an operator transition to roll it back once it has said what it does."""
+
+
+def _operator(saga_id: uuid.UUID, act: Callable[[SagaInstance, str], None], *, dry_run: bool, operator: str) -> OperatorOutcome:
+    result: OperatorOutcome | None = None
+    try:
+        with _transition():
+            saga = _lock(saga_id)
+            if saga is None:
+                raise LookupError(f"no saga {saga_id}")
+            act(saga, f" (by {operator})" if operator else "")
+            lines = _log_lines.get() or []
+            did = tuple(f"{line.step} {line.kind} {line.event}: {line.detail}".strip() if line.step else f"{line.event}: {line.detail}" for line in lines)
+            result = OperatorOutcome(saga_id=saga.id, saga_type=saga.type, state=saga.state, did=did, dry_run=dry_run)
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    assert result is not None
+    return result
+
+
+def _open_step(saga: SagaInstance) -> SagaStep | None:
+    return SagaStep.objects.using(ALIAS).filter(saga=saga, status__in=OPEN_STEP_STATUSES).order_by("-id").first()
+
+
+def saga_retry(saga_id: uuid.UUID, *, dry_run: bool = False, operator: str = "") -> OperatorOutcome:
     """An operator retries a FAILED saga: its failed step (a compensation, or a refused
     retriable step) is sent again, with a fresh retry budget."""
-    with _transition():
-        saga = _lock(saga_id)
-        if saga is None:
-            raise LookupError(f"no saga {saga_id}")
+
+    def act(saga: SagaInstance, by: str) -> None:
         if saga.state != SagaState.FAILED:
             raise SagaConflict(f"saga {saga_id} is {saga.state}; only a FAILED saga can be retried")
         step = SagaStep.objects.using(ALIAS).filter(saga=saga, status__in=(StepStatus.FAILED, StepStatus.REFUSED)).order_by("-id").first()
@@ -441,6 +493,64 @@ def saga_retry(saga_id: uuid.UUID) -> SagaInstance:
         step.due_at = now + _scaled(_definition(saga).step(step.index).timeout)
         _save_step(step)
         _save(saga, state=SagaState.COMPENSATING if step.kind == StepKind.COMPENSATION else SagaState.RUNNING, ended_at=None)
-        _log(saga, "operator_retry", f"{step.command} attempt {step.attempts}", step=step)
+        _log(saga, "operator_retry", f"{step.command} attempt {step.attempts}{by}", step=step)
         _send(saga, step)
-        return saga
+
+    return _operator(saga_id, act, dry_run=dry_run, operator=operator)
+
+
+def saga_resume(saga_id: uuid.UUID, *, dry_run: bool = False, operator: str = "") -> OperatorOutcome:
+    """An operator moves a stuck saga on now instead of at its step's deadline: a step waiting
+    to be sent again (RETRY_WAIT) is sent now; a step waiting for its reply (WAITING) times out
+    now, and then is retried or given up exactly as at its deadline (``saga_step_due``)."""
+
+    def act(saga: SagaInstance, by: str) -> None:
+        if saga.mode != "orchestration" or saga.state not in ACTIVE_STATES:
+            raise SagaConflict(f"saga {saga_id} is {saga.mode} {saga.state}; only a running orchestrated saga can be resumed or timed out")
+        step = _open_step(saga)
+        if step is None:
+            raise SagaConflict(f"saga {saga_id} awaits no step")
+        what = "time out the awaited reply now" if step.status == StepStatus.WAITING else "send the awaited step now"
+        _log(saga, "operator_resume", f"{what}{by}", step=step)
+        step.due_at = timezone.now()
+        _save_step(step)
+        _step_due(saga, step)
+
+    return _operator(saga_id, act, dry_run=dry_run, operator=operator)
+
+
+def saga_abort(saga_id: uuid.UUID, *, dry_run: bool = False, operator: str = "") -> OperatorOutcome:
+    """An operator aborts a running orchestrated saga before its pivot has succeeded: the step
+    in flight is given up (its outcome is unknown, so it is compensated too, as when it gives
+    up by itself: a no-op plus a tombstone if it never took effect), then every completed step
+    before it, in reverse. After the pivot nothing may be undone, so that is refused."""
+
+    def act(saga: SagaInstance, by: str) -> None:
+        if saga.mode != "orchestration" or saga.state != SagaState.RUNNING:
+            raise SagaConflict(f"saga {saga_id} is {saga.mode} {saga.state}; only a RUNNING orchestrated saga can be aborted")
+        pivot = _definition(saga).pivot_index
+        past = SagaStep.objects.using(ALIAS).filter(saga=saga, kind=StepKind.FORWARD, index__gte=pivot, status=StepStatus.SUCCEEDED).exists()
+        step = _open_step(saga)
+        if past or step is None or step.kind != StepKind.FORWARD or step.index > pivot:
+            raise SagaConflict(f"saga {saga_id} is past its pivot ({_definition(saga).step(pivot).name}): it can only finish")
+        step.status = StepStatus.FAILED
+        step.due_at = None
+        step.ended_at = timezone.now()
+        step.error = f"aborted by an operator{by}"
+        _save_step(step)
+        _log(saga, "operator_abort", f"gave up attempt {step.attempts}; compensating it and every completed step before it{by}", step=step)
+        saga.last_error = f"{step.name}: aborted by an operator"
+        _dispatch(saga, step.index, StepKind.COMPENSATION)
+        _save(saga, state=SagaState.COMPENSATING)
+
+    return _operator(saga_id, act, dry_run=dry_run, operator=operator)
+
+
+def sagas_failed(*, saga_type: str | None = None, mode: str | None = None) -> list[uuid.UUID]:
+    """The FAILED sagas (of a type, a mode), oldest first: what a bulk retry retries."""
+    queryset = SagaInstance.objects.using(ALIAS).filter(state=SagaState.FAILED)
+    if saga_type:
+        queryset = queryset.filter(type=saga_type)
+    if mode:
+        queryset = queryset.filter(mode=mode)
+    return list(queryset.order_by("updated_at", "id").values_list("id", flat=True))

@@ -12,17 +12,21 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Prefetch, Q
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q
 from django.utils import timezone
 
 from eventlog.subscriptions import parked_events, subscriber_get, subscriber_lag
 from eventlog.twophase import BranchError
 from sagas.coordinator import MODE as TWO_PC
 from sagas.coordinator import prepared_by_transaction
+from sagas.definitions import DEFINITIONS
 from sagas.engine import ALIAS, OPEN_STEP_STATUSES
-from sagas.models import ACTIVE_STATES, CoordinatorLogEntry, SagaInstance, SagaStep, StepStatus, TraceEvent
+from sagas.models import ACTIVE_STATES, CoordinatorLogEntry, SagaInstance, SagaLogEntry, SagaState, SagaStep, StepStatus, TraceEvent
 
 CHOREOGRAPHY = "choreography"
+#: Every saga state and mode, for filters (the same states serve every mode).
+SAGA_STATES: tuple[str, ...] = tuple(SagaState.values)
+SAGA_MODES = ("orchestration", "choreography", "2pc")
 
 STEP_FIELDS = ("name", "kind", "status", "attempts", "started_at", "ended_at", "error")
 
@@ -152,9 +156,14 @@ def saga_get(*, saga_id: uuid.UUID) -> dict[str, Any] | None:
     return _as_dict(saga, _prepared_for([saga])) if saga else None
 
 
-def saga_list(*, state: str | None, saga_type: str | None, offset: int, limit: int, mode: str | None = None, stuck: bool | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """Newest first; the stuck ones (``stuck=True``) stalest first."""
+def saga_list(
+    *, state: str | None, saga_type: str | None, offset: int, limit: int, mode: str | None = None, stuck: bool | None = None, about: uuid.UUID | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Newest first; the stuck ones (``stuck=True``) stalest first. ``about`` finds the sagas
+    of an order (their subject), a saga by its id, or the sagas of a correlation id."""
     queryset = SagaInstance.objects.using(ALIAS).all()
+    if about is not None:
+        queryset = queryset.filter(Q(id=about) | Q(subject_id=about) | Q(correlation_id=about))
     if state:
         queryset = queryset.filter(state=state)
     if saga_type:
@@ -177,3 +186,34 @@ def saga_list(*, state: str | None, saga_type: str | None, offset: int, limit: i
     prepared = _prepared_for(page)
     return queryset.count(), [_as_dict(saga, prepared) for saga in page]
 
+
+
+def saga_log(*, saga_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every command sent, reply, retry, timeout, compensation and operator action of a saga,
+    in order (``sagas_sagalogentry``): the full timeline behind its steps."""
+    return list(SagaLogEntry.objects.using(ALIAS).filter(saga_id=saga_id).order_by("id").values("at", "step", "kind", "event", "detail"))
+
+
+def saga_counts() -> list[dict[str, Any]]:
+    """How many sagas there are per mode and state (one grouped query)."""
+    rows = SagaInstance.objects.using(ALIAS).values("mode", "state").annotate(n=Count("id")).order_by("mode", "state")
+    return [{"mode": row["mode"], "state": row["state"], "count": row["n"]} for row in rows]
+
+
+def saga_outcomes(*, since: dt.datetime) -> dict[str, int]:
+    """How many sagas ended in each final state since ``since`` (throughput, compensation rate)."""
+    rows = SagaInstance.objects.using(ALIAS).filter(ended_at__gte=since).values("state").annotate(n=Count("id"))
+    found = {row["state"]: row["n"] for row in rows}
+    return {str(state): found.get(state, 0) for state in (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED)}
+
+
+def saga_definition_outline(*, saga_type: str, version: int) -> list[dict[str, Any]] | None:
+    """An orchestrated saga's definition as data (steps in order with role, command and
+    compensation), for drawing it; ``None`` for a type with no definition (a choreography)."""
+    definition = DEFINITIONS.get((saga_type, version))
+    if definition is None:
+        return None
+    return [
+        {"name": step.name, "role": str(step.role), "command": step.action.command, "compensation": step.compensation.command if step.compensation else None}
+        for step in definition.steps
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -170,15 +171,24 @@ def saga_system(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest)
     changes only what the system's processes see. Each process writes its output to
     ``<tmp_path>/log/<name>.log`` (``task_outcome`` in tests/e2e/helpers.py reads them).
     """
-    purge_queues()
-    env = worker_env(broker_url)
-    env.update({"SAGA_TIME_SCALE": "0.2", "SWEEP_INTERVAL_SECONDS": "0.5", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"})
+    extra: dict[str, str] = {}
     for marker in reversed(list(request.node.iter_markers("saga_env"))):  # the closest marker wins
         assert not marker.args, "saga_env takes keyword arguments only: saga_env(NAME='value')"
         for name, value in marker.kwargs.items():
             assert isinstance(value, str), f"saga_env {name}: environment values are strings, got {value!r}"
-            env[name] = value
-    stack = Stack(env=env, run_dir=tmp_path / "run", log_dir=tmp_path / "log", echo=False)
+            extra[name] = value
+    with running_system(broker_url, tmp_path, extra) as stack:
+        yield stack
+
+
+@contextmanager
+def running_system(broker_url: str, base: Path, extra: dict[str, str]) -> Iterator[Stack]:
+    """Workers for every queue, beat and gunicorn on the test databases (``saga_system``'s
+    defaults, then ``extra``), logging under ``base/log``; ``stack.base_url`` once it answers."""
+    purge_queues()
+    env = worker_env(broker_url)
+    env.update({"SAGA_TIME_SCALE": "0.2", "SWEEP_INTERVAL_SECONDS": "0.5", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", **extra})
+    stack = Stack(env=env, run_dir=base / "run", log_dir=base / "log", echo=False)
     port = free_port()
     try:
         for queue in QUEUES:

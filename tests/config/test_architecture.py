@@ -112,6 +112,32 @@ def test_each_allowed_exception_still_exists() -> None:
         assert any(name == imported or name.startswith(imported + ".") for name in imports(importer, path)), (importer, imported)
 
 
+#: What the dashboard (config/dashboard/) may import from a context or the kernel: reads through
+#: selectors, actions through services (the engine's operator services, the rebuild, the
+#: subscriptions' parked-event retry, the relay's backlog count). Never a context's tables.
+DASHBOARD = "config.dashboard"
+DASHBOARD_MAY_USE = ("selectors", "services", "engine", "rebuild", "subscriptions", "relay")
+
+
+def dashboard_refusal(imported: str) -> str | None:
+    if top(imported) not in {KERNEL, *CONTEXTS}:
+        return None
+    if imported.rsplit(".", 1)[-1] in DASHBOARD_MAY_USE:
+        return None
+    return "the dashboard reads a context through its selectors and acts through its services"
+
+
+def test_the_dashboard_reads_through_selectors_and_acts_through_services() -> None:
+    found = [
+        f"{module} imports {imported}: {reason}"
+        for module, path in modules(DASHBOARD.replace(".", "/"))
+        for imported in sorted(imports(module, path))
+        if (reason := dashboard_refusal(imported))
+    ]
+    assert not found, "\n".join(found)
+    assert dashboard_refusal("sagas.models") and dashboard_refusal("orders.models") and not dashboard_refusal("sagas.selectors")  # a control
+
+
 @pytest.mark.parametrize(
     ("importer", "imported", "allowed"),
     [

@@ -208,12 +208,18 @@ def test_a_compensation_waits_out_any_transient_fault(settings: Any) -> None:
     assert state(saga) == "COMPENSATED"
 
 
-def test_a_compensation_that_keeps_failing_ends_failed_until_an_operator_retries() -> None:
+def failed_saga() -> SagaInstance:
+    """A saga whose compensation (rejecting the order) failed permanently 5 times: FAILED."""
     saga = start()
     reply(saga)
     reply(saga, "refused", reason="UNKNOWN_CUSTOMER")
     fail_attempts(saga, 5, how="permanent")
     assert state(saga) == "FAILED"
+    return saga
+
+
+def test_a_compensation_that_keeps_failing_ends_failed_until_an_operator_retries() -> None:
+    saga = failed_saga()
     assert SagaLogEntry.objects.using("sagas").filter(saga=saga, event="failed").exists()
     with pytest.raises(SagaConflict):
         saga_retry(start().id)  # only a FAILED saga can be retried

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from eventlog.subscriptions import parked_events, parked_retry, subscriber_get
+from eventlog.subscriptions import parked_events, parked_retry, parked_retry_select, subscriber_get
 
 
 class Command(BaseCommand):
@@ -40,10 +40,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"{state} {record.subscriber} #{record.position} {record.event_type} {record.event_id} saga {record.saga_id} after {record.attempts} attempt(s): {record.error[:200]}")
             self.stdout.write(f"{len(records)} event(s) failing or parked")
             return
-        chosen = [r for r in records if r.parked_at is not None and (options["all"] or r.event_id in wanted)]
-        missing = wanted - {r.event_id for r in chosen}
-        if missing:
-            raise CommandError("not parked (or already resolved): " + ", ".join(sorted(map(str, missing))))
+        try:
+            chosen = parked_retry_select(event_ids=wanted, every=options["all"], subscriber=options["subscriber"])
+        except LookupError as exc:
+            raise CommandError(str(exc)) from None
         failed = 0
         for record in chosen:
             if options["dry_run"]:
