@@ -1,4 +1,5 @@
-"""The project app: project-wide management commands and system checks; it has no tables.
+"""The project app: project-wide management commands, system checks, the dashboard, and the
+audit log of operator actions (its one table, on ``default``).
 
 It is also where the composition root plugs the project's pieces into the kernel's interfaces,
 so that the kernel (eventlog) never imports the wiring.

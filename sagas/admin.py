@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from eventlog.admin import CheckpointAdmin, IdempotencyRecordAdmin, MultiDBModelAdmin
-from sagas.models import IdempotencyRecord, SagaInstance, SagaLogEntry, SagasCheckpoint, SagaStep, TraceEvent
+from sagas.models import CoordinatorLogEntry, IdempotencyRecord, SagaInstance, SagaLogEntry, SagasCheckpoint, SagaStep, TraceEvent
 
 
 @admin.register(SagaInstance)
@@ -35,6 +35,15 @@ class TraceEventAdmin(MultiDBModelAdmin):
     list_display = ("position", "saga_id", "type", "context", "stream_id", "occurred_at")
     list_filter = ("type", "context", ("occurred_at", admin.DateFieldListFilter))
     search_fields = ("saga__id", "event_id", "stream_id")
+
+
+@admin.register(CoordinatorLogEntry)
+class CoordinatorLogEntryAdmin(MultiDBModelAdmin):
+    """The 2PC coordinator's log: append-only, like the sagas' own log."""
+
+    list_display = ("at", "saga_id", "phase", "branch", "outcome", "actor", "detail")
+    list_filter = ("phase", "outcome", "actor", ("at", admin.DateFieldListFilter))
+    search_fields = ("saga__id",)
 
 
 admin.site.register(SagasCheckpoint, CheckpointAdmin)

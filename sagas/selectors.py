@@ -18,7 +18,7 @@ from django.utils import timezone
 from eventlog.subscriptions import parked_events, subscriber_get, subscriber_lag
 from eventlog.twophase import BranchError
 from sagas.coordinator import MODE as TWO_PC
-from sagas.coordinator import prepared_by_transaction
+from sagas.coordinator import prepared_by_transaction, two_phase_problems
 from sagas.definitions import DEFINITIONS
 from sagas.engine import ALIAS, OPEN_STEP_STATUSES
 from sagas.models import ACTIVE_STATES, CoordinatorLogEntry, SagaInstance, SagaLogEntry, SagaState, SagaStep, StepStatus, TraceEvent
@@ -217,3 +217,25 @@ def saga_definition_outline(*, saga_type: str, version: int) -> list[dict[str, A
         {"name": step.name, "role": str(step.role), "command": step.action.command, "compensation": step.compensation.command if step.compensation else None}
         for step in definition.steps
     ]
+
+
+def two_phase_in_doubt(*, limit: int = 20) -> dict[str, Any]:
+    """What an operator needs to see of 2PC: whether it is available here, our transactions
+    not finished yet (oldest first, with their age, decision and prepared branches), and the
+    prepared transactions in the branch databases that are not ours (with their age)."""
+    problems = two_phase_problems()
+    if problems:
+        return {"available": False, "why": problems, "transactions": [], "foreign": []}
+    queryset = _with_steps(SagaInstance.objects.using(ALIAS).filter(mode=TWO_PC, state__in=ACTIVE_STATES).order_by("created_at", "id"))[:limit]
+    page = list(queryset)
+    prepared = _prepared_for(page)
+    try:
+        _, foreign = prepared_by_transaction()
+    except BranchError as exc:
+        return {"available": True, "error": str(exc), "transactions": [_as_dict(saga, None) for saga in page], "foreign": []}
+    now = timezone.now()
+    return {
+        "available": True,
+        "transactions": [_as_dict(saga, prepared) for saga in page],
+        "foreign": [{"gid": p.gid, "database": p.database, "owner": p.owner, "age_seconds": round((now - p.prepared_at).total_seconds(), 1)} for p in foreign],
+    }

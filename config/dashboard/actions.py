@@ -6,10 +6,9 @@ very services the management commands call, and each run is audited.
 - a bulk retry of the FAILED sagas of a filter (``recover_sagas --retry-all-failed``): the
   preview names them and the run retries exactly those;
 - a parked choreography event (``retry_parked_events``): ``eventlog.subscriptions``;
-- a projection rebuild (``replay_events --projection``): ``readmodels.rebuild``.
-
-TODO(2pc): "resolve an in-doubt 2PC transaction" (``resolve_in_doubt``) joins this table when
-two-phase commit lands; its preview lists what the coordinator log says for each prepared one.
+- a projection rebuild (``replay_events --projection``): ``readmodels.rebuild``;
+- resolving in-doubt 2PC transactions (``resolve_in_doubt``): ``sagas.coordinator``, whose dry
+  run says, for each transaction, what the coordinator log makes it do.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from config.models import OperatorAction
 from eventlog.subscriptions import parked_retry, parked_retry_select
 from readmodels.rebuild import projection_rebuild
 from readmodels.selectors import projection_status
+from sagas.coordinator import in_doubt_resolve
 from sagas.engine import SagaConflict, saga_abort, saga_resume, saga_retry, sagas_failed
 
 #: At most this many sagas in one bulk retry (the preview lists them all).
@@ -208,6 +208,35 @@ def _rebuild_run(params: dict[str, Any], operator: str) -> Outcome:
     return Outcome(ok=True, lines=[f"{name} rebuilt: {text}"], audit=[(name, None, True, text)])
 
 
+# --- in-doubt 2PC transactions --------------------------------------------------------------
+
+
+def _resolve_lines(report: Any, *, would: bool) -> list[str]:
+    prefix = "would " if would else ""
+    lines = [f"{prefix}commit {gid}" for gid in report.committed] + [f"{prefix}roll back {gid}" for gid in report.rolled_back]
+    lines += [f"left alone: {line}" for line in report.waiting]
+    lines += [f"not ours, left alone: {p.gid} in {p.database}" for p in report.foreign]
+    lines += [f"error: {line}" for line in report.errors]
+    return lines
+
+
+def _resolve_preview(params: dict[str, Any]) -> Plan:
+    report = in_doubt_resolve(dry_run=True)
+    lines = _resolve_lines(report, would=True)
+    if not (report.committed or report.rolled_back):
+        raise Refused("nothing to resolve now" + (": " + "; ".join(lines) if lines else ""))
+    lines.append("as the coordinator log says: COMMIT is committed; ABORT, or no decision past the safety interval, is rolled back")
+    return Plan(lines=lines, fields={}, count=len(report.committed) + len(report.rolled_back))
+
+
+def _resolve_run(params: dict[str, Any], operator: str) -> Outcome:
+    report = in_doubt_resolve(actor=f"dashboard:{operator}"[:32])
+    lines = _resolve_lines(report, would=False)
+    audit = [(str(saga_id), saga_id, True, "resolve in doubt: " + "; ".join(line for line in lines if str(saga_id) in line)) for saga_id in report.ended]
+    audit.append(("2pc in doubt", None, not report.errors, "; ".join(lines)[:4000] or "nothing to do"))
+    return Outcome(ok=not report.errors, lines=lines or ["nothing to do"], audit=audit)
+
+
 _retry = _saga_action(saga_retry)
 _resume = _saga_action(saga_resume)
 _abort = _saga_action(saga_abort)
@@ -221,6 +250,7 @@ ACTIONS: dict[str, Action] = {
         Action("sagas-retry-failed", "Retry every FAILED saga of a filter", _bulk_preview, _bulk_run, back=lambda p: "/dashboard/sagas/?state=FAILED"),
         Action("parked-retry", "Retry a parked choreography event", _parked_preview, _parked_run, back=_back_to_saga),
         Action("projection-rebuild", "Rebuild a projection", _rebuild_preview, _rebuild_run, back=lambda p: "/dashboard/projections/"),
+        Action("two-phase-resolve", "Resolve in-doubt 2PC transactions", _resolve_preview, _resolve_run, back=lambda p: "/dashboard/"),
     )
 }
 

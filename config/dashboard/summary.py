@@ -27,7 +27,7 @@ from eventlog.relay import outbox_backlog
 from eventlog.selectors import log_head
 from eventlog.subscriptions import parked_events, subscriber_lag, subscribers
 from readmodels.selectors import projection_status
-from sagas.selectors import SAGA_MODES, SAGA_STATES, saga_counts, saga_list, saga_outcomes
+from sagas.selectors import SAGA_MODES, SAGA_STATES, saga_counts, saga_list, saga_outcomes, two_phase_in_doubt
 
 logger = logging.getLogger(__name__)
 SUMMARY_KEY = "dashboard:summary"
@@ -113,13 +113,12 @@ def _brief(saga: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _in_doubt_2pc() -> list[dict[str, Any]] | None:
-    """In-doubt two-phase-commit transactions (prepared, and no decision acted on yet).
-
-    TODO(2pc): fill in from the coordinator log's selector when two-phase commit lands
-    (sagas/coordinator.py); ``None`` tells the overview that it is not available yet.
-    """
-    return None
+def _in_doubt_2pc() -> dict[str, Any]:
+    """Two-phase commit transactions not finished yet, and prepared transactions not ours."""
+    try:
+        return two_phase_in_doubt()
+    except Exception as exc:  # noqa: BLE001 - a branch database down is itself the answer
+        return {"available": True, "error": f"{type(exc).__name__}: {exc}"[:300], "transactions": [], "foreign": []}
 
 
 def _workers() -> list[dict[str, Any]]:

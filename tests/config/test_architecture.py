@@ -114,9 +114,10 @@ def test_each_allowed_exception_still_exists() -> None:
 
 #: What the dashboard (config/dashboard/) may import from a context or the kernel: reads through
 #: selectors, actions through services (the engine's operator services, the rebuild, the
-#: subscriptions' parked-event retry, the relay's backlog count). Never a context's tables.
+#: subscriptions' parked-event retry, the relay's backlog count, the 2PC coordinator's
+#: recovery). Never a context's tables.
 DASHBOARD = "config.dashboard"
-DASHBOARD_MAY_USE = ("selectors", "services", "engine", "rebuild", "subscriptions", "relay")
+DASHBOARD_MAY_USE = ("selectors", "services", "engine", "rebuild", "subscriptions", "relay", "coordinator")
 
 
 def dashboard_refusal(imported: str) -> str | None:

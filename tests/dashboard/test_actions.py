@@ -5,14 +5,17 @@ the saga's page."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from config.models import OperatorAction
 from eventlog.subscriptions import parked_events
 from readmodels.models import OrderSummary, ProjectionCheckpoint
 from sagas.models import SagaInstance
+from tests.conftest import requires_postgres
 from tests.dashboard.conftest import advance_everything, choreographed_order, orders_trigger
 from tests.sagas.test_engine import failed_saga, open_step, reply, start, state
 
@@ -118,3 +121,42 @@ def test_rebuild_a_projection(staff: Client) -> None:
     assert not ProjectionCheckpoint.objects.using("readmodels").filter(subscriber__endswith="#rebuild").exists()
     row = OperatorAction.objects.get()
     assert (row.action, row.target, row.ok) == ("projection-rebuild", "order_summary", True)
+
+
+@requires_postgres
+def test_resolve_an_in_doubt_2pc_transaction_from_the_overview(staff: Client) -> None:
+    """A coordinator that died after preparing both branches and logging COMMIT: the overview
+    lists it with its age and prepared branches, its page says so, and the action (dry run,
+    then the POST) commits it through resolve_in_doubt, audited."""
+    from django.test import override_settings
+
+    from customers.models import Customer
+    from customers.services import customer_create
+    from eventlog.twophase import prepared_list
+    from sagas.coordinator import COMMIT, _decide, _Phases, gid
+    from tests.api.test_two_phase import _leave_prepared
+
+    customer = customer_create(name="Ada", credit_limit="100.00")
+    saga = SagaInstance.objects.using("sagas").create(
+        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
+        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
+        created_at=timezone.now(), updated_at=timezone.now(),
+    )
+    _leave_prepared(saga.id, "orders")
+    _leave_prepared(saga.id, "customers")
+    assert _decide(saga.id, COMMIT, _Phases(saga_id=saga.id, actor="coordinator")) == COMMIT
+    overview = staff.get("/dashboard/summary/").content.decode()
+    listed = overview.split('id="in-doubt-2pc"')[1].split("</div>")[0]
+    assert str(saga.id) in listed and "COMMIT" in listed and "orders (" in listed and "customers (" in listed
+    page = staff.get(f"/dashboard/sagas/{saga.id}/").content.decode()
+    assert 'id="in-doubt"' in page and gid(saga.id, "customers") in page
+    with override_settings(TWO_PC_DECIDED_GRACE_SECONDS=0):
+        preview = staff.get("/dashboard/actions/two-phase-resolve/").content.decode()
+        assert f"would commit {gid(saga.id, 'orders')}" in preview and len(prepared_list("orders")) == 1  # the dry run changed nothing
+        confirm(staff, "two-phase-resolve", "")
+    assert prepared_list("orders") == [] and prepared_list("customers") == []
+    saga.refresh_from_db()
+    assert saga.state == "COMPLETED"
+    assert Customer.objects.using("customers").get(id=customer.id).credit_reserved == 0  # the prepared branches here carried no work
+    rows = list(OperatorAction.objects.filter(action="two-phase-resolve").values_list("saga_id", "ok"))
+    assert (saga.id, True) in rows and (None, True) in rows
