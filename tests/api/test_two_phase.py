@@ -125,6 +125,17 @@ def test_a_repeat_with_the_same_idempotency_key_gets_the_final_answer_again(api:
     assert Customer.objects.using("customers").get(id=customer.id).credit_reserved == Decimal("10.00")
 
 
+def record_in_doubt(customer_id: uuid.UUID) -> SagaInstance:
+    """The record a coordinator writes before its branches begin (RUNNING, undecided), for an
+    order of 5.00: what a coordinator that died leaves in the log."""
+    now = timezone.now()
+    return SagaInstance.objects.using("sagas").create(  # type: ignore[no-any-return]
+        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
+        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer_id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
+        created_at=now, updated_at=now,
+    )
+
+
 def _leave_prepared(transaction_id: uuid.UUID, alias: str) -> None:
     """A branch of ours, prepared and abandoned, as a coordinator that died would leave it."""
     branch = Branch(alias=alias, gid=gid(transaction_id, alias))
@@ -158,11 +169,7 @@ def test_an_undecided_transaction_is_presumed_aborted_only_after_the_safety_inte
     started = order_two_phase_place(order_id=uuid.uuid4(), customer_id=customer.id, total=Decimal("1.00"), mode="2pc", idempotency=None)
     assert started.outcome is not None
     # A second transaction whose coordinator "died" after preparing orders, before deciding.
-    saga = SagaInstance.objects.using("sagas").create(
-        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
-        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
-        created_at=SagaInstance.objects.using("sagas").get(id=started.saga_id).created_at, updated_at=SagaInstance.objects.using("sagas").get(id=started.saga_id).updated_at,
-    )
+    saga = record_in_doubt(customer.id)
     _leave_prepared(saga.id, "orders")
     young = in_doubt_resolve(safety_seconds=3600)
     assert young.rolled_back == [] and len(young.waiting) == 1 and [p.gid for p in prepared_list("orders")] == [gid(saga.id, "orders")]
@@ -186,11 +193,7 @@ def test_a_decided_transaction_is_left_to_its_coordinator_for_a_grace_period() -
     from sagas.coordinator import COMMIT, _decide, _Phases
 
     customer = customer_create(name="Ada", credit_limit="100.00")
-    saga = SagaInstance.objects.using("sagas").create(
-        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
-        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
-        created_at=timezone.now(), updated_at=timezone.now(),
-    )
+    saga = record_in_doubt(customer.id)
     _leave_prepared(saga.id, "orders")
     _leave_prepared(saga.id, "customers")
     assert _decide(saga.id, COMMIT, _Phases(saga_id=saga.id, actor="coordinator")) == COMMIT
@@ -225,11 +228,7 @@ def test_an_in_doubt_transaction_shows_with_its_age_in_the_saga_list_and_readyz(
     from django.test import override_settings
 
     customer = customer_create(name="Ada", credit_limit="100.00")
-    saga = SagaInstance.objects.using("sagas").create(
-        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
-        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
-        created_at=timezone.now(), updated_at=timezone.now(),
-    )
+    saga = record_in_doubt(customer.id)
     _leave_prepared(saga.id, "customers")
     listed = api.get("/api/sagas/", {"mode": "2pc", "state": "RUNNING"}).json()
     assert listed["count"] == 1

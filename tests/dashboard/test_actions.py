@@ -5,11 +5,9 @@ the saga's page."""
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from config.models import OperatorAction
 from eventlog.subscriptions import parked_events
@@ -134,14 +132,10 @@ def test_resolve_an_in_doubt_2pc_transaction_from_the_overview(staff: Client) ->
     from customers.services import customer_create
     from eventlog.twophase import prepared_list
     from sagas.coordinator import COMMIT, _decide, _Phases, gid
-    from tests.api.test_two_phase import _leave_prepared
+    from tests.api.test_two_phase import _leave_prepared, record_in_doubt
 
     customer = customer_create(name="Ada", credit_limit="100.00")
-    saga = SagaInstance.objects.using("sagas").create(
-        id=uuid.uuid4(), type="create_order", mode="2pc", definition_version=1, state="RUNNING", subject_id=uuid.uuid4(),
-        data={"order_id": str(uuid.uuid4()), "customer_id": str(customer.id), "total": "5.00", "node": "node1"}, correlation_id=uuid.uuid4(),
-        created_at=timezone.now(), updated_at=timezone.now(),
-    )
+    saga = record_in_doubt(customer.id)
     _leave_prepared(saga.id, "orders")
     _leave_prepared(saga.id, "customers")
     assert _decide(saga.id, COMMIT, _Phases(saga_id=saga.id, actor="coordinator")) == COMMIT
