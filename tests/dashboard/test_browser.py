@@ -16,7 +16,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from config.launcher import BASE_DIR, Stack
-from tests.conftest import running_system
+from tests.conftest import requires_postgres, running_system
 from tests.dashboard.conftest import orders_trigger
 from tests.e2e.helpers import Api
 
@@ -172,3 +172,20 @@ def test_a_choreographed_flows_trace_and_a_projection_rebuild(page: Any, api: Ap
     assert "order_summary rebuilt" in page.locator(".messages").inner_text()
     page.goto("/dashboard/")
     assert "projection-rebuild" in page.locator("table.audit").inner_text()
+
+
+@requires_postgres
+def test_a_2pc_transactions_phases_and_its_coordinator_log(page: Any, api: Api) -> None:
+    """PostgreSQL tier: a 2PC order's transaction, its phases in order with their outcomes."""
+    customer = api.customer("50.00")
+    status, placed = api.call("POST", "/api/orders/", {"customer_id": customer, "total": "5.00", "mode": "2pc"})
+    assert status == 201 and placed["state"] == "APPROVED", placed
+    page.goto(f"/dashboard/sagas/{placed['saga_id']}/")
+    assert page.locator("#saga-state").inner_text() == "COMPLETED"
+    assert "2pc" in page.locator("h1").inner_text()
+    assert "Phases" in page.locator("#steps h2").inner_text()
+    names = page.locator("#steps tbody tr td:first-child").all_inner_texts()
+    assert names == ["begin", "work customers", "work orders", "prepare orders", "prepare customers", "decision", "commit orders", "commit customers", "end"]
+    steps = page.locator("#steps").inner_text()
+    assert "COMMIT" in steps and "coordinator" in steps and "sagas-2pc:" in steps
+    shot(page, "two-phase-commit")
