@@ -124,8 +124,13 @@ def _standing_in(alias: str, wrapper: BaseDatabaseWrapper) -> Iterator[None]:
 _spare = threading.local()
 
 
+def _spares() -> dict[str, BaseDatabaseWrapper]:
+    """This thread's kept branch connections, by alias."""
+    return _spare.__dict__.setdefault("wrappers", {})  # type: ignore[no-any-return]
+
+
 def _spare_wrapper(alias: str) -> BaseDatabaseWrapper | None:
-    spares: dict[str, BaseDatabaseWrapper] = _spare.__dict__.setdefault("wrappers", {})
+    spares = _spares()
     wrapper = spares.pop(alias, None)
     if wrapper is not None and wrapper.connection is not None and not wrapper.connection.closed and wrapper.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         return wrapper
@@ -136,7 +141,7 @@ def _spare_wrapper(alias: str) -> BaseDatabaseWrapper | None:
 
 def spare_connections_close() -> None:
     """Close this thread's kept branch connections (tests, before dropping their databases)."""
-    spares: dict[str, BaseDatabaseWrapper] = _spare.__dict__.setdefault("wrappers", {})
+    spares = _spares()
     for wrapper in spares.values():
         wrapper.close()
     spares.clear()
@@ -156,7 +161,7 @@ def _new_wrapper(alias: str) -> BaseDatabaseWrapper:
 
 
 def _give_back(alias: str, wrapper: BaseDatabaseWrapper) -> None:
-    spares: dict[str, BaseDatabaseWrapper] = _spare.__dict__.setdefault("wrappers", {})
+    spares = _spares()
     old = spares.pop(alias, None)
     if old is not None:
         old.close()

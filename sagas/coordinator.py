@@ -151,6 +151,12 @@ class _Phases:
         rows, self.rows = self.rows, []
         insert_rows(CoordinatorLogEntry, ALIAS, rows)
 
+    def write(self) -> None:
+        """Write the gathered rows, if any, in a transaction of their own."""
+        if self.rows:
+            with transaction.atomic(using=ALIAS):
+                self.flush()
+
 
 def _observe(point: str, transaction_id: uuid.UUID) -> None:
     for observer in phase_observers:
@@ -297,8 +303,7 @@ def _finish_abort(saga: SagaInstance, phases: _Phases, *, reason: str | None, er
         outcome = store()
     except (DatabaseError, BranchError) as exc:
         phases.add("store", "failed", branch="orders", started_at=started, detail=f"{exc}; resolve_in_doubt will store it")
-        with transaction.atomic(using=ALIAS):
-            phases.flush()
+        phases.write()
         raise Unavailable("The order could not be stored now; it will be stored REJECTED shortly.", {"saga_id": str(saga.id)}) from exc
     if outcome is not None:
         phases.add("store", "ok", branch="orders", started_at=started, detail=f"order {outcome['state']} ({outcome['rejection_reason']})")
@@ -355,8 +360,7 @@ def _protocol(saga: SagaInstance, phases: _Phases, work: Callable[[_Coordinator]
         return _finish_abort(saga, phases, reason=None, error="resolve_in_doubt presumed ABORT before this coordinator decided", store=_reject_store(saga, None))
     error = coordinator.commit_all()
     if error:
-        with transaction.atomic(using=ALIAS):
-            phases.flush()
+        phases.write()
         return outcome  # decided and durable: recovery finishes the commit; the answer stands
     _end(saga, SagaState.COMPLETED, phases, outcome=outcome)
     _observe("ended", saga.id)
@@ -540,9 +544,7 @@ def _resolve_one(
     phases = _Phases(saga_id=transaction_id, actor=actor)
     finished = all(_finish(p.alias, p.gid, commit=decision == COMMIT, phases=phases, report=report) for p in prepared)
     if not finished or saga.state not in ACTIVE_STATES:
-        if phases.rows:
-            with transaction.atomic(using=ALIAS):
-                phases.flush()
+        phases.write()
         return
     if decision == COMMIT:
         outcome = saga.data.get("outcome") or ({"state": "APPROVED", "rejection_reason": None, "version": 2} if saga.type == "create_order" else None)
@@ -554,8 +556,7 @@ def _resolve_one(
             outcome = _reject_store(saga, saga.data.get("reason"))()
         except (DatabaseError, BranchError) as exc:
             phases.add("store", "failed", branch="orders", started_at=started, detail=str(exc))
-            with transaction.atomic(using=ALIAS):
-                phases.flush()
+            phases.write()
             report.waiting.append(f"{transaction_id}: rolled back, but its REJECTED order could not be stored yet: {exc}")
             return
         if outcome is not None:

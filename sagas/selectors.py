@@ -59,17 +59,22 @@ def _safety() -> dt.timedelta:
     return dt.timedelta(seconds=float(settings.TWO_PC_SAFETY_INTERVAL_SECONDS))
 
 
-def _in_doubt_prepared() -> dict[uuid.UUID, list[dict[str, Any]]] | None:
-    """Our prepared branches by transaction, as the API shows them (None: cannot be read now)."""
-    try:
-        ours, _ = prepared_by_transaction()
-    except BranchError:
-        return None
+def _as_shown(ours: dict[uuid.UUID, list[Any]]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Our prepared branches by transaction, as the API shows them."""
     now = timezone.now()
     return {
         tid: [{"branch": p.alias, "gid": p.gid, "prepared_at": p.prepared_at, "age_seconds": round((now - p.prepared_at).total_seconds(), 3)} for p in found]
         for tid, found in ours.items()
     }
+
+
+def _in_doubt_prepared() -> dict[uuid.UUID, list[dict[str, Any]]] | None:
+    """Our prepared branches by transaction (None: they cannot be read now)."""
+    try:
+        ours, _ = prepared_by_transaction()
+    except BranchError:
+        return None
+    return _as_shown(ours)
 
 
 def _phase_steps(saga: SagaInstance, prepared: dict[uuid.UUID, list[dict[str, Any]]] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool, dict[str, Any] | None]:
@@ -228,11 +233,11 @@ def two_phase_in_doubt(*, limit: int = 20) -> dict[str, Any]:
         return {"available": False, "why": problems, "transactions": [], "foreign": []}
     queryset = _with_steps(SagaInstance.objects.using(ALIAS).filter(mode=TWO_PC, state__in=ACTIVE_STATES).order_by("created_at", "id"))[:limit]
     page = list(queryset)
-    prepared = _prepared_for(page)
-    try:
-        _, foreign = prepared_by_transaction()
+    try:  # once, for both our transactions' branches and the others'
+        ours, foreign = prepared_by_transaction()
     except BranchError as exc:
         return {"available": True, "error": str(exc), "transactions": [_as_dict(saga, None) for saga in page], "foreign": []}
+    prepared = _as_shown(ours)
     now = timezone.now()
     return {
         "available": True,
