@@ -315,20 +315,109 @@ def insert_new_with_state(
             raise
 
 
-def update_row(model: type[Model], alias: str, pk: Any, values: Mapping[str, Any]) -> int:
-    """``UPDATE table SET ... WHERE pk = %s``; returns the number of rows changed."""
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    names = tuple(values.keys())
-    fields = _fields(model, names)
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+@functools.cache
+def _update_sql(model: type[Model], names: tuple[str, ...], alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in _fields(model, names))
     pk_field = model._meta.pk
     assert pk_field is not None
-    params = row_params(model, alias, names, [values])
-    params.append(pk_field.get_db_prep_value(pk, connection))
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk_field.column)} = %s", params)
+    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk_field.column)} = %s"
+
+
+def _update_params(model: type[Model], alias: str, pk: Any, values: Mapping[str, Any]) -> list[Any]:
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    params = row_params(model, alias, tuple(values.keys()), [values])
+    params.append(pk_field.get_db_prep_value(pk, connections[alias]))
+    return params
+
+
+def update_row(model: type[Model], alias: str, pk: Any, values: Mapping[str, Any]) -> int:
+    """``UPDATE table SET ... WHERE pk = %s``; returns the number of rows changed."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_update_sql(model, tuple(values.keys()), alias), _update_params(model, alias, pk, values))
         return cursor.rowcount
+
+
+class WriteBatch:
+    """The inserts and updates of one transaction, held back and sent together at its end.
+
+    ``flush`` sends them as **one statement** on PostgreSQL (each write a data-modifying
+    ``WITH`` clause: all of them run, to completion, whatever the outer query reads) and one
+    statement per table and kind on other vendors, in the order they were first asked for.
+    They must be independent of each other: no write may need another's effect within the
+    statement (a ``WITH`` clause does not see its siblings' rows), and a row is updated at most
+    once (``update`` merges the fields asked for on one instance; an instance waiting to be
+    inserted is inserted with its values at flush time and not updated). Foreign keys between
+    rows of one batch are fine: Django's are ``DEFERRABLE INITIALLY DEFERRED`` on PostgreSQL,
+    checked at commit. A read in the same transaction does not see held-back writes: flush first.
+
+    Values are taken from the instances when ``flush`` runs, so later changes to an instance
+    are written too. Rows get no primary key back: use it for rows whose key the caller sets,
+    or whose generated key it does not need in this transaction.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self._inserts: dict[type[Model], list[Model]] = {}
+        self._updates: dict[int, tuple[Model, set[str]]] = {}
+        self._order: list[tuple[str, type[Model]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._inserts or self._updates)
+
+    def insert(self, instance: Model) -> None:
+        model = type(instance)
+        if model not in self._inserts:
+            self._inserts[model] = []
+            self._order.append(("insert", model))
+        self._inserts[model].append(instance)
+
+    def update(self, instance: Model, fields: Iterable[str]) -> None:
+        model = type(instance)
+        if any(pending is instance for pending in self._inserts.get(model, ())):
+            return  # inserted with its current values at flush time
+        key = id(instance)
+        if key in self._updates:
+            self._updates[key][1].update(fields)
+            return
+        if not any(kind == "update" and m is model for kind, m in self._order):
+            self._order.append(("update", model))
+        self._updates[key] = (instance, set(fields))
+
+    def statements(self) -> list[tuple[str, list[Any]]]:
+        """The SQL and parameters of every held-back write, in order (one per insert table and
+        per updated row)."""
+        alias = self.alias
+        result: list[tuple[str, list[Any]]] = []
+        for kind, model in self._order:
+            if kind == "insert":
+                instances = self._inserts[model]
+                names = tuple(field.attname for field in model._meta.concrete_fields if not (field.primary_key and field.db_returning))
+                rows = [{name: getattr(instance, name) for name in names} for instance in instances]
+                result.append((_insert_sql(model, names, len(rows), alias, False), row_params(model, alias, names, rows)))
+            else:
+                for instance, fields in self._updates.values():
+                    if type(instance) is model:
+                        names = tuple(sorted(fields))
+                        values = {name: getattr(instance, model._meta.get_field(name).attname) for name in names}
+                        result.append((_update_sql(model, names, alias), _update_params(model, alias, instance.pk, values)))
+        return result
+
+    def flush(self) -> None:
+        """Send what is held back (nothing if nothing is) and start empty."""
+        if not self:
+            return
+        statements = self.statements()
+        self._inserts, self._updates, self._order = {}, {}, []
+        connection = connections[self.alias]
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql" and len(statements) > 1:
+                clauses = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(statements))
+                cursor.execute(f"WITH {clauses} SELECT 1", [param for _, params in statements for param in params])
+                return
+            for sql, params in statements:
+                cursor.execute(sql, params)
 
 
 def delete_rows(model: type[Model], alias: str, field_name: str, values: Iterable[Any]) -> int:

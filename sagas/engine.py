@@ -46,7 +46,7 @@ from django.utils import timezone
 
 from eventlog.commands import ERROR, OK, REFUSED, Command
 from eventlog.messaging import BROKER_BACKOFF_SECONDS, send_task
-from eventlog.sql import insert_rows
+from eventlog.sql import WriteBatch, insert_rows
 from sagas.definitions import Data, Role, SagaDefinition, Step, definition_get
 from sagas.models import ACTIVE_STATES, SagaInstance, SagaLogEntry, SagaState, SagaStep, StepKind, StepStatus
 
@@ -70,31 +70,54 @@ def _scaled(seconds: float) -> dt.timedelta:
     return dt.timedelta(seconds=seconds * settings.SAGA_TIME_SCALE)
 
 
-_log_lines: ContextVar[list[SagaLogEntry] | None] = ContextVar("saga_log_lines", default=None)
+@dataclass
+class _Transition:
+    lines: list[SagaLogEntry]
+    writes: WriteBatch
+
+
+_current: ContextVar[_Transition | None] = ContextVar("saga_transition", default=None)
 
 
 @contextmanager
 def _transition() -> Iterator[None]:
-    """One transition: one transaction of ``sagas``, its log lines written in one insert at its end.
+    """One transition: one transaction of ``sagas``.
+
+    Its writes (the instance, its steps, its log lines) are held back and sent together at its
+    end (``WriteBatch``: one statement on PostgreSQL), after the reads that decided them: the
+    instance row is locked first, so nothing can change under them. A read of steps in the
+    middle of a transition flushes first (``_flushed``).
 
     Inside a transaction the caller opened (the API's, with its idempotency record) it adds
     no savepoint: a failure rolls back the caller's transaction, which is what it wants.
     """
-    lines: list[SagaLogEntry] = []
-    token = _log_lines.set(lines)
+    current = _Transition(lines=[], writes=WriteBatch(ALIAS))
+    token = _current.set(current)
     try:
         with transaction.atomic(using=ALIAS, savepoint=False):
             yield
-            if lines:
-                SagaLogEntry.objects.using(ALIAS).bulk_create(lines)
+            current.writes.flush()
     finally:
-        _log_lines.reset(token)
+        _current.reset(token)
+
+
+def _writes() -> WriteBatch:
+    current = _current.get()
+    assert current is not None, "saga writes are made by a transition (_transition)"
+    return current.writes
+
+
+def _flushed() -> None:
+    """Before a read in a transition: what it held back so far is written first."""
+    _writes().flush()
 
 
 def _log(saga: SagaInstance, event: str, detail: str = "", *, step: SagaStep | None = None) -> None:
-    lines = _log_lines.get()
-    assert lines is not None, "saga log lines are written by a transition (_transition)"
-    lines.append(SagaLogEntry(saga=saga, at=timezone.now(), step=step.name if step else "", kind=step.kind if step else "", event=event, detail=detail[:2000]))
+    current = _current.get()
+    assert current is not None, "saga log lines are written by a transition (_transition)"
+    line = SagaLogEntry(saga=saga, at=timezone.now(), step=step.name if step else "", kind=step.kind if step else "", event=event, detail=detail[:2000])
+    current.lines.append(line)
+    current.writes.insert(line)
 
 
 def _definition(saga: SagaInstance) -> SagaDefinition:
@@ -112,11 +135,11 @@ def _save(saga: SagaInstance, **changes: Any) -> None:
         # The one line per saga that ``make run``'s console shows (config/launcher.py).
         level = logging.WARNING if saga.state == SagaState.FAILED else logging.INFO
         transaction.on_commit(lambda: outcomes.log(level, line[:300]), using=ALIAS)
-    saga.save(using=ALIAS, update_fields=SAGA_MUTABLE)
+    _writes().update(saga, SAGA_MUTABLE)
 
 
 def _save_step(step: SagaStep) -> None:
-    step.save(using=ALIAS, update_fields=STEP_MUTABLE)
+    _writes().update(step, STEP_MUTABLE)
 
 
 def _send(saga: SagaInstance, step: SagaStep) -> None:
@@ -124,6 +147,7 @@ def _send(saga: SagaInstance, step: SagaStep) -> None:
     attempt is given back (``_unsent``) so that attempts count real sends."""
     compensates = None
     if step.kind == StepKind.COMPENSATION:
+        _flushed()
         compensates = SagaStep.objects.using(ALIAS).filter(saga_id=saga.id, index=step.index, kind=StepKind.FORWARD).values_list("command_id", flat=True).first()
     command = Command(
         command_id=step.command_id,
@@ -136,7 +160,7 @@ def _send(saga: SagaInstance, step: SagaStep) -> None:
         attempt=step.attempts,
         compensates=compensates,
     )
-    step_id, attempt, due_at = step.id, step.attempts, step.due_at
+    saga_id, command_id, attempt, due_at = saga.id, step.command_id, step.attempts, step.due_at
 
     def send() -> None:
         # The command expires with its attempt: a copy taken by a worker after the deadline (a
@@ -144,20 +168,19 @@ def _send(saga: SagaInstance, step: SagaStep) -> None:
         # committing after it is answered from the participant's record or refused by a
         # tombstone, so it can do no harm either.
         if not send_task(command.name, args=(command.to_message(),), expires=due_at):
-            _unsent(step_id, attempt)
+            _unsent(saga_id, command_id, attempt)
 
     transaction.on_commit(send, using=ALIAS)
 
 
-def _unsent(step_id: int, attempt: int) -> None:
+def _unsent(saga_id: uuid.UUID, command_id: uuid.UUID, attempt: int) -> None:
     """The broker did not take attempt ``attempt``: it does not count; send it again soon."""
     try:
         with _transition():
-            step = SagaStep.objects.using(ALIAS).filter(id=step_id).first()
-            saga = _lock(step.saga_id) if step is not None else None
+            saga = _lock(saga_id)
+            step = SagaStep.objects.using(ALIAS).filter(saga_id=saga_id, command_id=command_id).first() if saga is not None else None
             if saga is None or step is None:
                 return
-            step.refresh_from_db(using=ALIAS)
             if step.status != StepStatus.WAITING or step.attempts != attempt:
                 return  # already answered, or moved on
             step.attempts -= 1
@@ -168,7 +191,7 @@ def _unsent(step_id: int, attempt: int) -> None:
             _log(saga, "send_failed", f"{step.command} attempt {attempt} not sent (broker unreachable); it does not count", step=step)
             _save(saga, last_error=f"{step.name}: {step.error}")
     except Exception:  # the sagas database may be down too: the step's deadline covers it
-        logger.warning("could not record an unsent command (step %s attempt %s); its deadline will re-send it", step_id, attempt, exc_info=True)
+        logger.warning("could not record an unsent command (saga %s command %s attempt %s); its deadline will re-send it", saga_id, command_id, attempt, exc_info=True)
 
 
 def _dispatch(saga: SagaInstance, index: int, kind: StepKind) -> SagaStep:
@@ -177,7 +200,7 @@ def _dispatch(saga: SagaInstance, index: int, kind: StepKind) -> SagaStep:
     action = definition_step.action if kind == StepKind.FORWARD else definition_step.compensation
     assert action is not None
     now = timezone.now()
-    step = SagaStep.objects.using(ALIAS).create(
+    step = SagaStep(
         saga=saga,
         index=index,
         name=definition_step.name,
@@ -190,6 +213,7 @@ def _dispatch(saga: SagaInstance, index: int, kind: StepKind) -> SagaStep:
         due_at=now + _scaled(definition_step.timeout),
         started_at=now,
     )
+    _writes().insert(step)
     _log(saga, "sent", f"{step.command} attempt 1", step=step)
     _send(saga, step)
     return step
@@ -257,6 +281,7 @@ def _forward_done(saga: SagaInstance, step: SagaStep) -> None:
 def _compensate_from(saga: SagaInstance, index: int) -> None:
     """Compensate the highest completed step at or below ``index`` that has a compensation."""
     definition = _definition(saga)
+    _flushed()
     succeeded = set(
         SagaStep.objects.using(ALIAS).filter(saga=saga, kind=StepKind.FORWARD, status=StepStatus.SUCCEEDED).values_list("index", flat=True)
     )
@@ -457,7 +482,8 @@ def _operator(saga_id: uuid.UUID, act: Callable[[SagaInstance, str], None], *, d
             if saga is None:
                 raise LookupError(f"no saga {saga_id}")
             act(saga, f" (by {operator})" if operator else "")
-            lines = _log_lines.get() or []
+            current = _current.get()
+            lines = current.lines if current is not None else []
             did = tuple(f"{line.step} {line.kind} {line.event}: {line.detail}".strip() if line.step else f"{line.event}: {line.detail}" for line in lines)
             result = OperatorOutcome(saga_id=saga.id, saga_type=saga.type, state=saga.state, did=did, dry_run=dry_run)
             if dry_run:
@@ -469,6 +495,7 @@ def _operator(saga_id: uuid.UUID, act: Callable[[SagaInstance, str], None], *, d
 
 
 def _open_step(saga: SagaInstance) -> SagaStep | None:
+    _flushed()
     return SagaStep.objects.using(ALIAS).filter(saga=saga, status__in=OPEN_STEP_STATUSES).order_by("-id").first()
 
 

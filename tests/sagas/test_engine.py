@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connections
 from django.utils import timezone
 
 from eventlog.messaging import send_task
@@ -353,3 +354,26 @@ def test_a_running_saga_finishes_on_the_definition_version_it_started_with(monke
 def test_retry_policy_backs_off_exponentially_up_to_a_cap() -> None:
     policy = RetryPolicy(max_attempts=10, initial_interval=1.0, backoff=2.0, maximum_interval=100.0)
     assert [policy.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 64, 100]
+
+
+def test_a_reply_that_moves_a_saga_on_is_two_reads_and_one_write() -> None:
+    """A regression guard on the hot path (issue 12): lock the instance, read the step, then
+    every write of the transition (the step, the next step, the instance, its log lines) held
+    back and sent at its end: one statement on PostgreSQL, one per table and kind elsewhere."""
+    saga = start()
+    connection = connections["sagas"]
+    sent: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        assert reply(saga) == "advanced"
+    reads = [sql for sql in sent if sql.lstrip().upper().startswith("SELECT")]
+    # The test's own ``open_step`` read comes first.
+    assert len(reads) == 3, sent
+    writes = [sql for sql in sent if sql not in reads and not sql.startswith("BEGIN")]  # SQLite's BEGIN IMMEDIATE
+    assert len(writes) == (1 if connection.vendor == "postgresql" else 4), writes
+    assert timeline(saga) == [("create_order", "forward", "SUCCEEDED", 1), ("reserve_credit", "forward", "WAITING", 1)]
+    assert state(saga) == "RUNNING"
