@@ -50,7 +50,10 @@ def credit_release_for_cancel(event: RecordedEvent) -> None:
 
 
 REACTIONS = (
-    Reaction(flow="create_order", context=CONTEXT, on="OrderCreated", emits=("CreditReserved", "CreditReservationFailed"), handle=credit_reserve_for_order),
+    Reaction(
+        flow="create_order", context=CONTEXT, on="OrderCreated", emits=("CreditReserved", "CreditReservationFailed"), handle=credit_reserve_for_order,
+        applies=lambda event: event.data.get("mode") == CHOREOGRAPHY,  # an orchestrated order's saga reserves its credit
+    ),
     Reaction(flow="cancel_order", context=CONTEXT, on="OrderCancelRequested", emits=("CreditReleased",), handle=credit_release_for_cancel),
 )
 

@@ -34,6 +34,10 @@ class Reaction:
     handle: ReactionHandler
     #: Seconds the flow may wait for one of ``emits`` before it counts as stuck.
     within: float = 10.0
+    #: What the event alone says about whether this reaction is for it (``None``: it may be):
+    #: a pure test of the event, no database. An event it turns down is not handled at all, so
+    #: costs no savepoint; the handler still decides for the events it lets through.
+    applies: Callable[[RecordedEvent], bool] | None = None
 
     @property
     def subscriber(self) -> str:
@@ -117,10 +121,15 @@ def choreography_subscribe(
     handles each event on its own and parks one that keeps failing."""
     choreography_register(context=context, stream_types=stream_types, reactions=reactions, starts=starts, ends=ends)
     by_type = {reaction.on: reaction.handle for reaction in reactions}
+    tests = {reaction.on: reaction.applies for reaction in reactions if reaction.applies is not None}
 
     def handle(events: list[RecordedEvent]) -> None:
         for event in events:
             by_type[event.type](event)
+
+    def wants(event: RecordedEvent) -> bool:
+        applies = tests.get(event.type)
+        return applies is None or applies(event)
 
     subscriber_register(
         Subscriber(
@@ -130,6 +139,7 @@ def choreography_subscribe(
             checkpoint_model=checkpoint_model,
             handle=handle,
             types=frozenset(by_type),
+            wants=wants if tests else None,
             parked_model=parked_model,
         )
     )

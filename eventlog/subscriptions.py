@@ -48,6 +48,9 @@ class Subscriber:
     checkpoint_model: type[Checkpoint]
     handle: Handler
     types: frozenset[str] | None = None
+    #: A pure test of one event (after ``types``): an event it turns down is consumed without
+    #: being handled. For a cheap "not mine" that the payload already tells.
+    wants: Callable[[RecordedEvent], bool] | None = None
     #: Set: each event is handled on its own, and one that keeps failing is parked here.
     parked_model: type[ParkedEvent] | None = None
     max_failures: int = 5
@@ -113,6 +116,8 @@ def subscribers_advance_batch(group: Sequence[Subscriber], *, batch_size: int, u
             mine = events if checkpoint.position == after else [e for e in events if e.position > checkpoint.position]  # type: ignore[operator]
             # The filter runs in C (compress/map): a replay's batches are tens of thousands of events.
             wanted = mine if subscriber.types is None else list(itertools.compress(mine, map(subscriber.types.__contains__, map(_event_type, mine))))
+            if wanted and subscriber.wants is not None:
+                wanted = [event for event in wanted if subscriber.wants(event)]
             stop = None
             if wanted and subscriber.parked_model is not None:
                 stop = _handle_one_by_one(subscriber, wanted)
@@ -134,12 +139,19 @@ def _handle_one_by_one(subscriber: Subscriber, events: list[RecordedEvent]) -> i
 
     parked = subscriber.parked_model
     assert parked is not None
+    # The batch's events that failed before (one indexed read per batch): each is marked
+    # resolved in the savepoint of the run that gets it through.
+    failed_before = set(
+        parked.objects.using(subscriber.alias)
+        .filter(subscriber=subscriber.name, resolved_at__isnull=True, position__gte=events[0].position, position__lte=events[-1].position)
+        .values_list("position", flat=True)
+    )
     for event in events:
         try:
             with transaction.atomic(using=subscriber.alias):
                 subscriber.handle([event])
-                # It may have failed before: it is through now (an index lookup when it had not).
-                parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())
+                if event.position in failed_before:
+                    parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())
         except (*TRANSIENT_ERRORS, ConcurrencyError):
             raise  # the database is going away, or another writer won: roll back, try again later
         except Exception as exc:

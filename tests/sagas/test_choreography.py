@@ -223,6 +223,43 @@ def test_a_handler_that_keeps_failing_parks_its_event_the_trace_shows_it_and_a_r
     assert ALL_PASSED in verify()
 
 
+def test_an_event_that_failed_and_then_goes_through_is_marked_resolved_and_is_not_parked() -> None:
+    customer = customer_create(name="Ada", credit_limit="100.00")
+    _orders_trigger(create=True)
+    try:
+        order_id, flow_id = place(customer.id, "60.00")
+        settle()  # the approval fails (counted, not parked: fewer than max_failures)
+        record = OrdersParkedEvent.objects.using("orders").get(event_type="CreditReserved", saga_id=flow_id)
+        assert record.attempts >= 1 and record.parked_at is None and record.resolved_at is None
+    finally:
+        _orders_trigger(create=False)
+    settle()  # the next run gets it through, in the savepoint that marks it resolved
+    assert order(order_id).state == "APPROVED"
+    record.refresh_from_db(using="orders")
+    assert record.resolved_at is not None and record.parked_at is None
+    assert saga_get(saga_id=flow_id)["state"] == "COMPLETED"  # type: ignore[index]
+
+
+def test_an_orchestrated_order_costs_the_customers_reactions_no_savepoint() -> None:
+    """Its ``OrderCreated`` says ``mode: orchestration``: the reaction's ``applies`` turns it
+    down before any handling, so the subscriber only moves its checkpoint past it."""
+    customer = customer_create(name="Ada", credit_limit="100.00")
+    settle()  # the subscriber's checkpoint row exists (its creation is a get_or_create)
+    saga_id, order_id = uuid.uuid4(), uuid.uuid4()
+    order_services.order_create(order_id=order_id, customer_id=customer.id, total="10.00", mode="orchestration", context=MessageContext(correlation_id=saga_id, saga_id=saga_id))
+    outbox_relay("orders")
+    sent: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["customers"].execute_wrapper(wrapper):
+        assert subscriber_advance("customers.choreography") >= 1
+    assert not [sql for sql in sent if "SAVEPOINT" in sql.upper() or "parkedevent" in sql], sent
+    assert not CreditReservation.objects.using("customers").exists()
+
+
 def test_relays_and_subscribers_running_in_any_order_converge_on_the_same_outcome() -> None:
     """The outboxes are relayed independently and each subscriber runs on its own schedule, so
     events of different streams reach each reader in any interleaving: the end is the same."""
