@@ -113,7 +113,10 @@ def _database(alias: str) -> dict[str, Any]:
     if config["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
         config["ENGINE"] = "django.db.backends.postgresql"
         config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-        config["CONN_HEALTH_CHECKS"] = True
+        # Each web request checks a reused connection first (one SELECT 1 per alias it uses).
+        # Celery workers do not (config/celery_app.py): there a dead connection fails one task,
+        # which is retried, and the check would cost a round trip on every task.
+        config["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
     return config
 
 
