@@ -6,7 +6,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init
 
+from config.broker import use_for_redis_urls
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+use_for_redis_urls()  # before any connection resolves its transport
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
