@@ -33,11 +33,11 @@ from typing import Any
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from eventlog.domain import DomainError, MessageContext
+from eventlog.domain import ConcurrencyError, DomainError, MessageContext
 from eventlog.messaging import send_task, send_task_on_commit
 from eventlog.models import ProcessedCommand
-from eventlog.persistence import retry_on_conflict
-from eventlog.sql import insert_rows
+from eventlog.persistence import is_version_conflict, retry_on_conflict
+from eventlog.sql import WriteBatch, held_back, insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +175,13 @@ class _Refusal(Exception):
 
 
 def _handle_and_record(command: Command, alias: str, processed: type[ProcessedCommand], handler: Handler, refusals: tuple[type[Exception], ...]) -> Reply:
-    with transaction.atomic(using=alias):
+    """One transaction: the handler's reads, then its writes and the record held back and sent
+    together at the end (``held_back``: one statement on PostgreSQL)."""
+    with transaction.atomic(using=alias), held_back(alias) as writes:
         if command.compensates is not None and _tombstone(command, alias, processed):
             reply = Reply(OK, data={"tombstone": True, "note": "the forward command never took effect: nothing to undo, and it is refused if it arrives"})
             _record(command, alias, processed, reply)
+            _send_writes(writes)
             return reply
         try:
             result = handler(command)
@@ -188,7 +191,20 @@ def _handle_and_record(command: Command, alias: str, processed: type[ProcessedCo
             raise _Refusal(Reply(REFUSED, reason=type(refusal).__name__, error=str(refusal))) from refusal
         reply = result if isinstance(result, Reply) else Reply(OK, data=result)
         _record(command, alias, processed, reply)
+        _send_writes(writes)
         return reply
+
+
+def _send_writes(writes: WriteBatch) -> None:
+    """The held-back writes; a taken stream version among them is the ``ConcurrencyError`` that
+    ``retry_on_conflict`` runs the command again for, any other clash (the record's primary key:
+    a redelivery) the ``IntegrityError`` that ``command_handle`` answers from the record."""
+    try:
+        writes.flush()
+    except IntegrityError as exc:
+        if is_version_conflict(exc):
+            raise ConcurrencyError("another writer changed a stream this command wrote") from exc
+        raise
 
 
 def _record_alone(command: Command, alias: str, processed: type[ProcessedCommand], reply: Reply) -> Reply:

@@ -77,12 +77,12 @@ class EventStore:
         return recorded
 
     def conflict(self, aggregate: Aggregate, exc: IntegrityError) -> ConcurrencyError:
-        if not _is_version_conflict(exc):
+        if not is_version_conflict(exc):
             raise exc
         return ConcurrencyError(f"{aggregate.stream_type} {aggregate.id} was changed by another writer")
 
 
-def _is_version_conflict(exc: IntegrityError) -> bool:
+def is_version_conflict(exc: IntegrityError) -> bool:
     """The ``unique(stream_id, version)`` guard, not some other constraint or a trigger."""
     text = str(exc)
     return "outbox_stream_version" in text or ("stream_id" in text and ".version" in text)

@@ -20,7 +20,8 @@ import functools
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -230,6 +231,12 @@ def insert_rows(
     connection = connections[alias]
     names = tuple(rows[0].keys())
     written = 0
+    batch = _holding(alias)
+    if batch is not None and not on_conflict_ignore and len(rows) < UNNEST_FROM_ROWS:
+        batch.add_statement(_insert_sql(model, names, len(rows), alias, False), row_params(model, alias, names, rows))
+        return len(rows)  # all of them, or the flush raises
+    if batch is not None:
+        batch.flush()  # what was held back goes first: the order of writes is kept
     if connection.vendor == "postgresql" and len(rows) >= UNNEST_FROM_ROWS:
         adapters = tuple(zip(names, _unnest_adapters(model, names, alias), strict=True))
         columns = [[adapt(row[name]) for row in rows] for name, adapt in adapters]
@@ -284,6 +291,12 @@ def insert_new_with_state(
     own_transaction = not connection.in_atomic_block
     if own_transaction and not connection.get_autocommit():
         raise RuntimeError("insert_new_with_state: autocommit is off outside transaction.atomic")
+    batch = _holding(alias)
+    if batch is not None and not own_transaction:
+        # Two statements of the batch (a data-modifying WITH cannot nest in another's WITH).
+        batch.add_statement(_insert_sql(event_model, event_names, len(event_rows), alias, False), event_params)
+        batch.add_statement(_insert_sql(state_model, state_names, 1, alias, False), state_params)
+        return
     if connection.vendor == "postgresql":
         sql = _insert_with_state_sql(event_model, event_names, len(event_rows), state_model, state_names, alias)
         with connection.cursor() as cursor:
@@ -333,7 +346,12 @@ def _update_params(model: type[Model], alias: str, pk: Any, values: Mapping[str,
 
 
 def update_row(model: type[Model], alias: str, pk: Any, values: Mapping[str, Any]) -> int:
-    """``UPDATE table SET ... WHERE pk = %s``; returns the number of rows changed."""
+    """``UPDATE table SET ... WHERE pk = %s``; returns the number of rows changed (held back:
+    ``held_back``, 1)."""
+    batch = _holding(alias)
+    if batch is not None:
+        batch.add_statement(_update_sql(model, tuple(values.keys()), alias), _update_params(model, alias, pk, values))
+        return 1
     with connections[alias].cursor() as cursor:
         cursor.execute(_update_sql(model, tuple(values.keys()), alias), _update_params(model, alias, pk, values))
         return cursor.rowcount
@@ -361,10 +379,15 @@ class WriteBatch:
         self.alias = alias
         self._inserts: dict[type[Model], list[Model]] = {}
         self._updates: dict[int, tuple[Model, set[str]]] = {}
-        self._order: list[tuple[str, type[Model]]] = []
+        self._order: list[tuple[str, Any]] = []
 
     def __bool__(self) -> bool:
-        return bool(self._inserts or self._updates)
+        return bool(self._order)
+
+    def add_statement(self, sql: str, params: list[Any]) -> None:
+        """A write already in SQL (``insert_rows``, ``update_row``, ``delete_rows`` under
+        ``held_back``), sent in its turn."""
+        self._order.append(("sql", (sql, params)))
 
     def insert(self, instance: Model) -> None:
         model = type(instance)
@@ -391,7 +414,9 @@ class WriteBatch:
         alias = self.alias
         result: list[tuple[str, list[Any]]] = []
         for kind, model in self._order:
-            if kind == "insert":
+            if kind == "sql":
+                result.append(model)
+            elif kind == "insert":
                 instances = self._inserts[model]
                 names = tuple(field.attname for field in model._meta.concrete_fields if not (field.primary_key and field.db_returning))
                 rows = [{name: getattr(instance, name) for name in names} for instance in instances]
@@ -428,6 +453,35 @@ def delete_rows(model: type[Model], alias: str, field_name: str, values: Iterabl
     if not params:
         return 0
     placeholders = ", ".join(["%s"] * len(params))
+    batch = _holding(alias)
+    if batch is not None:
+        batch.add_statement(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr]
+        return len(params)  # at most; nobody counts on it
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr]
         return cursor.rowcount
+
+
+_held: ContextVar[dict[str, WriteBatch] | None] = ContextVar("held_back_writes", default=None)
+
+
+def _holding(alias: str) -> WriteBatch | None:
+    held = _held.get()
+    return None if held is None else held.get(alias)
+
+
+@contextlib.contextmanager
+def held_back(alias: str) -> Iterator[WriteBatch]:
+    """Inside a transaction of ``alias``: ``insert_rows`` (without ``on_conflict_ignore``),
+    ``update_row``, ``delete_rows`` and ``insert_new_with_state`` hold their writes back in the
+    returned batch instead of sending each; the caller ``flush``es it before its transaction
+    ends (one statement on PostgreSQL). Leaving without a flush drops them, as the rollback of
+    that transaction would. What runs inside must not read what it wrote (see ``WriteBatch``);
+    the writes' errors (a unique constraint) come from the flush, so the caller maps them there.
+    """
+    batch = WriteBatch(alias)
+    token = _held.set({**(_held.get() or {}), alias: batch})
+    try:
+        yield batch
+    finally:
+        _held.reset(token)

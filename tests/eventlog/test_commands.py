@@ -170,3 +170,57 @@ def test_an_unreachable_database_is_a_transient_error_and_a_bug_is_not() -> None
         reply = command_handle(message={**message("customers.x", {}), "attempt": 3}, alias="customers", processed=CustomersProcessedCommand, handler=handler)
         assert (reply.outcome, reply.transient) == ("error", transient)
     assert not CustomersProcessedCommand.objects.using("customers").exists()
+
+
+def test_a_commands_writes_and_its_record_are_sent_together_after_its_reads() -> None:
+    """The participant's hot path (issue 12): the handler's reads, then its writes and the
+    processed-command record held back (``eventlog.sql.held_back``) and sent at the end of its
+    transaction: one statement on PostgreSQL, one per write elsewhere."""
+    from django.db import connections
+
+    customer = customer_create(name="Ada", credit_limit="10.00")
+    reserve = message("customers.credit_reserve", {"customer_id": str(customer.id), "order_id": str(uuid.uuid4()), "amount": "6.00"})
+    sent: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["customers"].execute_wrapper(wrapper):
+        assert credit_reserve_task(reserve) == "ok"
+    reads = [sql for sql in sent if sql.startswith("SELECT")]
+    writes = [sql for sql in sent if sql not in reads and not sql.startswith("BEGIN")]
+    assert len(reads) == 2, sent  # the customer's state row (locked) and its reservation for this order
+    if connections["customers"].vendor == "postgresql":
+        assert len(writes) == 1 and writes[0].startswith("WITH"), writes
+    else:  # the event, the state row, the reservation, the record
+        assert len(writes) == 4, writes
+    assert CustomerRow.objects.using("customers").get(id=customer.id).credit_reserved == 6
+    assert CustomersProcessedCommand.objects.using("customers").filter(command_id=reserve["command_id"]).exists()
+
+
+def test_a_taken_stream_version_in_the_held_back_writes_is_a_conflict_retried_from_a_fresh_load() -> None:
+    """The version guard fires at the flush, not at the write: it must still be a
+    ``ConcurrencyError`` (retried), not an error that looks like a redelivery."""
+    from eventlog.models import EVENT_COLUMNS
+    from eventlog.persistence import CONCURRENCY_RETRIES
+    from eventlog.sql import insert_rows
+    from orders.models import OrdersProcessedCommand as Processed
+
+    order_id = uuid.uuid4()
+    order_services.order_create(order_id=order_id, customer_id=uuid.uuid4(), total="1.00", mode="orchestration", context=MessageContext(correlation_id=order_id))
+    taken = OrderEvent.objects.using("orders").get(stream_id=order_id, version=1)
+    calls: list[int] = []
+
+    def handler(command: Command) -> dict[str, Any]:
+        calls.append(1)
+        row = {column: getattr(taken, column) for column in EVENT_COLUMNS}
+        insert_rows(OrderEvent, "orders", [{**row, "event_id": uuid.uuid4()}])  # version 1 again: another writer's
+        return {}
+
+    command = message("orders.order_approve", {"order_id": str(order_id)})
+    reply = command_handle(message={**command, "reply_to": None}, alias="orders", processed=Processed, handler=handler)
+    assert reply.outcome == "error" and "ConcurrencyError" in (reply.error or ""), reply
+    assert len(calls) == CONCURRENCY_RETRIES  # each attempt from a fresh start, as a conflict is
+    assert not Processed.objects.using("orders").filter(command_id=command["command_id"]).exists()
+    assert OrderEvent.objects.using("orders").filter(stream_id=order_id).count() == 1
