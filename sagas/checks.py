@@ -54,7 +54,9 @@ def check_two_phase_available(app_configs: list[AppConfig] | None = None, databa
 
     from sagas.coordinator import BRANCHES, two_phase_problems
 
-    if databases is not None and not set(BRANCHES) & set(databases):
+    # Like Django's own database checks: only when asked (`check --database`, `migrate`), so a
+    # plain `check` (`check --deploy` in CI, say) opens no connection.
+    if not databases or not set(BRANCHES) & set(databases):
         return []
     if any(connections[alias].vendor != "postgresql" for alias in BRANCHES):
         return []
