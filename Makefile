@@ -52,6 +52,11 @@ deploy-check: $(STAMP)
 	  CELERY_BROKER_URL=redis://redis.invalid:6379/0 CACHE_URL=redis://redis.invalid:6379/1 \
 	  $(PY) manage.py check --deploy --fail-level WARNING
 
+## typecheck: mypy over the project (pyproject.toml: a baseline everywhere, strict on the domain
+## modules and the saga engine)
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
 bench: $(STAMP)
 	$(PY) bench/append.py
 
