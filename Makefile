@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test test-pg bench migrate superuser lint clean services-start services-stop
+.PHONY: run test test-pg bench migrate superuser lint typecheck deploy-check clean services-start services-stop
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -38,6 +38,24 @@ test-pg: $(STAMP)
 ## lint: ruff (pyflakes, bugbear, import order, pyupgrade) over the project
 lint: $(STAMP)
 	$(PY) -m ruff check config eventlog customers orders sagas readmodels tests
+
+## deploy-check: `manage.py check --deploy`, warnings fatal, with production variables and nothing
+## else (DEBUG off, a random secret key, a host name, PostgreSQL + Redis URLs on hosts that never
+## resolve: the check opens no connection)
+DEPLOY_CONTEXTS := orders customers sagas eventlog readmodels
+deploy-check: $(STAMP)
+	env -i PATH="$$PATH" VAR_DIR="$(CURDIR)/var/deploy-check" DJANGO_SETTINGS_MODULE=config.settings \
+	  DJANGO_DEBUG=false DJANGO_ALLOWED_HOSTS=saga.example.com \
+	  DJANGO_SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  DATABASE_URL=postgres://saga:secret@db.invalid:5432/saga_default \
+	  $(foreach c,$(DEPLOY_CONTEXTS),$(shell echo $(c) | tr a-z A-Z)_DATABASE_URL=postgres://saga:secret@db.invalid:5432/saga_$(c)) \
+	  CELERY_BROKER_URL=redis://redis.invalid:6379/0 CACHE_URL=redis://redis.invalid:6379/1 \
+	  $(PY) manage.py check --deploy --fail-level WARNING
+
+## typecheck: mypy over the project (pyproject.toml: a baseline everywhere, strict on the domain
+## modules and the saga engine)
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) bench/append.py

@@ -49,6 +49,7 @@ def base_env() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("LOG_LEVEL", "WARNING")
     env["DJANGO_DEBUG"] = "false"  # DEBUG would keep every query in memory
+    env.setdefault("DJANGO_LOCAL_HTTP", "true")  # gunicorn on plain http://127.0.0.1 (config/settings.py)
     return env
 
 

@@ -32,7 +32,7 @@ def _raised_while_parsing(exc: BaseException) -> bool:
     """Whether ``exc`` came out of DRF's body parsing (``Request._parse``), not out of a view."""
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code is Request._parse.__code__:
+        if tb.tb_frame.f_code is Request._parse.__code__:  # type: ignore[attr-defined]  # private in DRF, so not in its stubs
             return True
         tb = tb.tb_next
     return False
@@ -59,7 +59,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body("Validation failed.", {"fields": exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}})
     elif isinstance(exc, exceptions.Throttled):
-        response.data = error_body("Request was throttled.", {"retry_after_seconds": exc.wait})
+        response.data = error_body("Request was throttled.", {"retry_after_seconds": exc.wait})  # type: ignore[attr-defined]  # set by Throttled.__init__, missing from drf-stubs
     elif isinstance(exc, exceptions.APIException):
         response.data = error_body(str(exc.detail), {"code": exc.get_codes() if isinstance(exc.get_codes(), str) else "error"})
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ def _is_local(app_config: AppConfig) -> bool:
 
 
 @register("database")
-def check_every_local_app_is_routed(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_every_local_app_is_routed(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """config.E001: a local app without a route would silently land on ``default``."""
     errors: list[CheckMessage] = []
     for app_config in app_configs or apps.get_app_configs():
@@ -45,7 +46,7 @@ def check_every_local_app_is_routed(app_configs: list[AppConfig] | None = None, 
 
 
 @register()
-def check_sweep_below_visibility_timeout(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_sweep_below_visibility_timeout(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """config.E003: a periodic job slower than the visibility timeout would be delivered twice."""
     if settings.SWEEP_INTERVAL_SECONDS * 2 >= settings.CELERY_BROKER_VISIBILITY_TIMEOUT:
         return [

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 from django.core.cache import caches
 
@@ -58,7 +58,7 @@ class _Redis:
 
 def _redis() -> _Redis | None:
     backend = caches["default"]
-    fast = backend.__dict__.get("_fastcache")
+    fast: _Redis | Literal[False] | None = backend.__dict__.get("_fastcache")
     if fast is None:
         from django.core.cache.backends.redis import RedisCache
 

@@ -69,7 +69,7 @@ def _two_phase() -> dict[str, Any]:
         return {"available": False, "why": problems}
     ours, foreign = prepared_by_transaction()
     now = time.time()
-    in_doubt = [
+    in_doubt: list[dict[str, Any]] = [
         {"gid": p.gid, "database": p.database, "ours": mine, "age_seconds": round(now - p.prepared_at.timestamp(), 3)}
         for mine, group in ((True, [p for found in ours.values() for p in found]), (False, foreign))
         for p in group

@@ -204,9 +204,15 @@ class ManagedProcess:
 class Stack:
     """The system's processes. ``env`` is passed to every child (database and broker URLs)."""
 
+    #: Where its web server answers, once the caller has started one (the tests set it).
+    base_url: str
+
     def __init__(self, *, env: dict[str, str] | None = None, run_dir: Path, log_dir: Path | None = None, echo: bool = True) -> None:
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        # start_web serves plain HTTP (no TLS), so every process here runs in the local HTTP
+        # mode: no redirect to HTTPS, no HSTS, cookies over HTTP (config/settings.py).
+        self.env.setdefault("DJANGO_LOCAL_HTTP", "true")
         self.env["PYTHONUNBUFFERED"] = "1"
         self.run_dir = run_dir
         self.log_dir = log_dir

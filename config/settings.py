@@ -300,13 +300,31 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
-# --- Production hardening, on whenever DEBUG is off ----------------------------------------
-if not DEBUG:
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
-    CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
-    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
-    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+# --- HTTPS, on whenever DEBUG is off -------------------------------------------------------
+# Production is HTTPS only: redirect plain HTTP, send HSTS, keep the cookies off plain HTTP
+# (`manage.py check --deploy` is clean with these). The processes that serve plain HTTP on a
+# local address say so explicitly with DJANGO_LOCAL_HTTP=true: the launcher (`make run`, and
+# every test and benchmark that starts the system through config.launcher.Stack), the test
+# settings and the benchmarks. A deployment never sets it.
+LOCAL_HTTP = env.bool("DJANGO_LOCAL_HTTP", default=False)
+_https = not DEBUG and not LOCAL_HTTP
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_https)
+# A probe that talks to gunicorn directly (not through the TLS proxy) gets its answer, not a 301.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=_https)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=_https)
+# One hour, Django's advice for a first deployment (HSTS cannot be taken back before it runs
+# out): raise it to a year (31536000) once every subdomain serves HTTPS. The HSTS preload list
+# accepts only a year or more, so `preload` in the header commits to nothing until then.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600 if _https else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_https)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=_https)
+# Behind a proxy that terminates TLS, gunicorn sees plain HTTP: trust the proxy's
+# X-Forwarded-Proto, or every request would be redirected forever. Only set it when the proxy
+# sets that header on every request and drops any copy a client sent.
+if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {
     "version": 1,

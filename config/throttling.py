@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from rest_framework import exceptions, permissions
 from rest_framework.settings import api_settings
@@ -27,9 +27,12 @@ PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 class FixedWindowThrottle(BaseThrottle):
     scope = ""
+    limit: int | None
+    period: int
 
     def __init__(self) -> None:
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        # drf-stubs types the rates as numbers; DRF (and this class) reads "count/period" strings.
+        rate = cast("str | None", api_settings.DEFAULT_THROTTLE_RATES.get(self.scope))
         self.limit, self.period = (None, 60) if rate is None else self.parse(rate)
         self.wait_seconds: float | None = None
 

@@ -56,7 +56,7 @@ def credit_matches_orders_check() -> CheckResult:
         reservation = reservations.get(order_id)
         saga = active.get(order_id)
         state = order[2] if order else None
-        customer_id = order[0] if order else reservation[0]  # type: ignore[index]
+        customer_id = order[0] if order else reservation[0]  # type: ignore[index]  # the id is in one of the two maps: no order means a reservation
         if saga is not None:
             in_flight.add(customer_id)
         subject = f"order {order_id} of customer {customer_id}"
@@ -68,9 +68,9 @@ def credit_matches_orders_check() -> CheckResult:
             continue
         during = f" (saga {saga[0]}, {saga[1]}, {saga[2]}, cannot explain it)" if saga else " (no saga in flight)"
         if order is None:
-            detail = f"credit {reservation[1]} is reserved for an order that does not exist"  # type: ignore[index]
+            detail = f"credit {reservation[1]} is reserved for an order that does not exist"  # type: ignore[index]  # the id is in one of the two maps: no order means a reservation
         elif holds:
-            detail = f"is {state} but holds {reservation[1]} credit"  # type: ignore[index]
+            detail = f"is {state} but holds {reservation[1]} credit"  # type: ignore[index]  # holds means a reservation
         else:
             detail = f"is {state} but holds no credit"
         violations.append(Violation(CREDIT, subject, detail + during))

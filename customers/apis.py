@@ -24,7 +24,7 @@ class CustomerCreateApi(APIView):
         credit_limit = MoneyField(positive=False)
 
     @extend_schema_serializer(component_name="CustomerCreated")
-    class OutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
         name = serializers.CharField()
         credit_limit = MoneyField()

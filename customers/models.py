@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.db import models
 
 from eventlog.models import Checkpoint, OutboxEvent, ParkedEvent, ProcessedCommand
 
-MONEY = {"max_digits": 14, "decimal_places": 2}
+
+class _Money(TypedDict):
+    max_digits: int
+    decimal_places: int
+
+
+MONEY: _Money = {"max_digits": 14, "decimal_places": 2}
 
 
 class CustomerEvent(OutboxEvent):

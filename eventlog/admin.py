@@ -21,7 +21,7 @@ from django.http import HttpRequest
 from eventlog.models import LogEvent
 
 
-class MultiDBModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MultiDBModelAdmin(admin.ModelAdmin):
     """Browse (list, search, filter, view) one context's table on its own database; no writes."""
 
     actions = None  # no bulk delete
@@ -56,7 +56,7 @@ class MultiDBModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class EventAdmin(MultiDBModelAdmin):
     """An append-only event table (a context's outbox, or the central log)."""
 
-    list_display = ("type", "stream_type", "stream_id", "version", "occurred_at", "correlation_id", "saga_id")
+    list_display: tuple[str, ...] = ("type", "stream_type", "stream_id", "version", "occurred_at", "correlation_id", "saga_id")
     list_filter = ("type", "stream_type", ("occurred_at", admin.DateFieldListFilter))
     search_fields = ("event_id", "stream_id", "correlation_id", "saga_id")
 

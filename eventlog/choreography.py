@@ -79,8 +79,8 @@ def choreography_register(*, context: str, stream_types: tuple[str, ...], reacti
     for stream_type in stream_types:
         _stream_contexts[stream_type] = context
     for item, registry in [*((r, _reactions) for r in reactions), *((s, _starts) for s in starts), *((e, _ends) for e in ends)]:
-        if item not in registry:
-            registry.append(item)  # type: ignore[arg-type]
+        if item not in registry:  # type: ignore[operator]  # mypy joins the three (item, registry) pairs to object
+            registry.append(item)  # type: ignore[attr-defined]  # mypy joins the three (item, registry) pairs to object
 
 
 def stream_context(stream_type: str) -> str:

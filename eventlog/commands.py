@@ -187,7 +187,7 @@ def _handle_and_record(command: Command, alias: str, processed: type[ProcessedCo
             result = handler(command)
         except Refused as refusal:  # leaving the block rolls the handler's writes back
             raise _Refusal(Reply(REFUSED, reason=refusal.reason, error=str(refusal))) from refusal
-        except (DomainError, *refusals) as refusal:
+        except (DomainError, *refusals) as refusal:  # type: ignore[misc]  # mypy cannot read a starred tuple of exception classes
             raise _Refusal(Reply(REFUSED, reason=type(refusal).__name__, error=str(refusal))) from refusal
         reply = result if isinstance(result, Reply) else Reply(OK, data=result)
         _record(command, alias, processed, reply)

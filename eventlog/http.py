@@ -22,7 +22,7 @@ from eventlog.domain import InvalidAmount, money, positive_money
 from eventlog.errors import ApplicationError
 
 
-class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StrictSerializer(serializers.Serializer):
     """A serializer that refuses fields it does not know, instead of silently dropping them,
     and UUIDs that are not strings (DRF's UUIDField turns the JSON number 123 into a UUID)."""
 
@@ -38,7 +38,7 @@ class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d{1,12}\.\d{2}$", "example": "125.00", "description": "Decimal string, two places."})
-class MoneyField(serializers.Field):  # type: ignore[type-arg]
+class MoneyField(serializers.Field):
     """Money as a decimal string with at most two places (``"125.00"``); JSON numbers are refused,
     because a float cannot carry a price exactly."""
 

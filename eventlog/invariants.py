@@ -12,10 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db.models import Model
-
 from eventlog.domain import Aggregate, DomainEvent
-from eventlog.models import LogEvent, OutboxEvent
+from eventlog.models import LogEvent, OutboxEvent, StoredEvent
 from eventlog.relay import outboxes
 
 A = TypeVar("A", bound=Aggregate)
@@ -40,7 +38,7 @@ class CheckResult:
     violations: list[Violation]
 
 
-def _streams(model: type[Model], alias: str, stream_type: str | None = None) -> Iterator[tuple[uuid.UUID, list[Any]]]:
+def _streams(model: type[StoredEvent], alias: str, stream_type: str | None = None) -> Iterator[tuple[uuid.UUID, list[Any]]]:
     queryset = model.objects.using(alias)
     if stream_type is not None:
         queryset = queryset.filter(stream_type=stream_type)
@@ -100,7 +98,7 @@ def outbox_in_log_check() -> CheckResult:
     written: set[uuid.UUID] = set()
     checked = 0
     for outbox in outboxes():
-        rows = outbox.model.objects.using(outbox.alias).values_list("event_id", "stream_id", "version", "relayed_at").iterator(chunk_size=CHUNK)
+        rows: Iterable[Any] = outbox.model.objects.using(outbox.alias).values_list("event_id", "stream_id", "version", "relayed_at").iterator(chunk_size=CHUNK)
         for event_id, stream_id, version, relayed_at in rows:
             checked += 1
             written.add(event_id)

@@ -4,11 +4,16 @@ and the central append-only event log (in the ``eventlog`` database).
 
 from __future__ import annotations
 
+from typing import ClassVar, Self
+
 from django.db import models
 
 
 class StoredEvent(models.Model):
     """An event with its metadata (brief section 4), as both the outboxes and the log store it."""
+
+    #: Every concrete subclass has it (Django adds it); declared so code typed on the base can use it.
+    objects: ClassVar[models.Manager[Self]]
 
     event_id = models.UUIDField(unique=True)
     stream_id = models.UUIDField()
@@ -83,6 +88,9 @@ class Checkpoint(models.Model):
     It is written in the same transaction as the subscriber's effects, and only moves forward.
     """
 
+    #: Every concrete subclass has it (Django adds it); declared so code typed on the base can use it.
+    objects: ClassVar[models.Manager[Self]]
+
     subscriber = models.CharField(max_length=100, primary_key=True)
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
@@ -100,6 +108,9 @@ class ProcessedCommand(models.Model):
     Written in the same transaction as the command's effects: a redelivered command finds its
     row and gets the recorded reply again, without acting twice.
     """
+
+    #: Every concrete subclass has it (Django adds it); declared so code typed on the base can use it.
+    objects: ClassVar[models.Manager[Self]]
 
     command_id = models.UUIDField(primary_key=True)
     name = models.CharField(max_length=100)
@@ -123,6 +134,9 @@ class ParkedEvent(models.Model):
     subscriber moves past it. An operator retries it (``manage.py retry_parked_events``) once the
     cause is fixed; ``resolved_at`` records when the retry succeeded.
     """
+
+    #: Every concrete subclass has it (Django adds it); declared so code typed on the base can use it.
+    objects: ClassVar[models.Manager[Self]]
 
     id = models.BigAutoField(primary_key=True)
     subscriber = models.CharField(max_length=100)
@@ -153,6 +167,9 @@ class IdempotencyRecord(models.Model):
     Each context that starts work on a client's request keeps its own, written in the same
     transaction as the work (``eventlog.idempotency``).
     """
+
+    #: Every concrete subclass has it (Django adds it); declared so code typed on the base can use it.
+    objects: ClassVar[models.Manager[Self]]
 
     user_id = models.BigIntegerField()
     key = models.CharField(max_length=200)

@@ -125,7 +125,7 @@ def outbox_pending(outbox: Outbox, *, limit: int, json_text: bool = False) -> li
     """
     if json_text and connections[outbox.alias].vendor == "postgresql":
         columns = ["id", *LOG_COLUMNS]
-        selected = ", ".join(f"{c}::text" if c == "data" else c for c in (outbox.model._meta.get_field(name).column for name in columns))  # type: ignore[union-attr]
+        selected = ", ".join(f"{c}::text" if c == "data" else c for c in (outbox.model._meta.get_field(name).column for name in columns))  # type: ignore[union-attr, misc]  # get_field of a concrete column: a Field with its column
         with server_cursor(outbox.alias) as cursor:
             cursor.execute(f"SELECT {selected} FROM {outbox.model._meta.db_table} WHERE relayed_at IS NULL ORDER BY id LIMIT %s", [limit])
             fetched = cursor.fetchall()

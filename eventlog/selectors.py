@@ -169,12 +169,12 @@ def _scan_postgresql(connection: Any, names: tuple[str, ...], after: int, limit:
     quote = connection.ops.quote_name
     # The payload as text, decoded by scan_decode: psycopg's jsonb loader decodes bytes, which
     # costs json's encoding detection on every row.
-    columns = [quote(LogEvent._meta.get_field(name).column) + ("::text" if name == "data" else "") for name in names]
+    columns = [quote(LogEvent._meta.get_field(name).column) + ("::text" if name == "data" else "") for name in names]  # type: ignore[union-attr]  # get_field of a concrete column: a Field, never a relation
     cursor = psycopg.Cursor(connection.connection)  # server-side binding, binary results
     cursor.format = Format.BINARY
     # Django's timestamptz loader is pure Python; psycopg's own is C.
     oid = psycopg.adapters.types["timestamptz"].oid
-    cursor.adapters.register_loader(oid, psycopg.adapters.get_loader(oid, Format.BINARY))  # type: ignore[arg-type]
+    cursor.adapters.register_loader(oid, psycopg.adapters.get_loader(oid, Format.BINARY))  # type: ignore[arg-type]  # psycopg has a binary loader for every built-in oid; its stubs say it may not
     with cursor:
         cursor.execute(_scan_sql(connection, columns), [after, _NO_LIMIT if until is None else until, limit])
         return cursor.fetchall()
@@ -192,7 +192,7 @@ def _scan_sqlite(connection: Any, names: tuple[str, ...], after: int, limit: int
     quote = connection.ops.quote_name
     columns = []
     for name in names:
-        column = quote(LogEvent._meta.get_field(name).column)
+        column = quote(LogEvent._meta.get_field(name).column)  # type: ignore[union-attr]  # get_field of a concrete column: a Field, never a relation
         # An expression has no declared type, so sqlite3 applies no converter: raw text.
         columns.append(f"({column} || '')" if name == "occurred_at" else column)
     uuid_ = _uuid_from_hex

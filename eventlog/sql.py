@@ -76,7 +76,7 @@ class JSONText(str):
     __slots__ = ()
 
 
-def _adapter(field: Field, alias: str) -> Callable[[Any], Any]:  # type: ignore[type-arg]
+def _adapter(field: Field, alias: str) -> Callable[[Any], Any]:
     """``value -> field.get_db_prep_save(value, connection)``, short for the common field types."""
     connection = connections[alias]
     vendor = connection.vendor
@@ -128,7 +128,7 @@ def _adapter(field: Field, alias: str) -> Callable[[Any], Any]:  # type: ignore[
         return lambda value: value if type(value) is str else slow(value)
     if kind is PositiveIntegerField:
         return lambda value: value if type(value) is int else slow(value)
-    if kind is JSONField and field.encoder is None and vendor in ("sqlite", "postgresql"):  # type: ignore[attr-defined]
+    if kind is JSONField and field.encoder is None and vendor in ("sqlite", "postgresql"):  # type: ignore[attr-defined]  # kind is JSONField: the field is one
         if vendor == "sqlite":
             return lambda value: str(value) if type(value) is JSONText else None if value is None and field.null else json_dumps(value)
         from psycopg.types.json import Jsonb
@@ -151,8 +151,8 @@ def row_params(model: type[Model], alias: str, names: tuple[str, ...], rows: Ite
 
 
 @functools.cache
-def _fields(model: type[Model], names: tuple[str, ...]) -> tuple[Field, ...]:  # type: ignore[type-arg]
-    return tuple(model._meta.get_field(name) for name in names)  # type: ignore[misc]
+def _fields(model: type[Model], names: tuple[str, ...]) -> tuple[Field, ...]:
+    return tuple(model._meta.get_field(name) for name in names)  # type: ignore[misc]  # get_field of a concrete column: a Field, never a relation
 
 
 @functools.cache
@@ -194,7 +194,7 @@ def _unnest_sql(model: type[Model], names: tuple[str, ...], alias: str, on_confl
 @functools.cache
 def _unnest_adapters(model: type[Model], names: tuple[str, ...], alias: str) -> tuple[Callable[[Any], Any], ...]:
     """As ``_adapters``, with JSON as text (the statement casts the text array to jsonb)."""
-    def json_text(field: JSONField) -> Callable[[Any], Any]:  # type: ignore[type-arg]
+    def json_text(field: JSONField) -> Callable[[Any], Any]:
         encode = json_dumps if field.encoder is None else functools.partial(json.dumps, cls=field.encoder)
         return lambda value: str(value) if type(value) is JSONText else None if value is None else encode(value)
 
@@ -315,7 +315,7 @@ def insert_new_with_state(
     # Through the execute wrappers when there are any (they see the two inserts, as they would
     # in transaction.atomic; BEGIN and COMMIT are not statements of Django's cursor either).
     execute = CursorWrapper(raw.cursor(), connection).execute if connection.execute_wrappers else raw.execute
-    mode = connection.transaction_mode  # type: ignore[attr-defined]
+    mode = connection.transaction_mode  # type: ignore[attr-defined]  # Django 5.1's SQLite option, missing from django-stubs
     with connection.wrap_database_errors:
         raw.execute(f"BEGIN {mode}" if mode else "BEGIN")
         try:
@@ -449,7 +449,7 @@ def delete_rows(model: type[Model], alias: str, field_name: str, values: Iterabl
     connection = connections[alias]
     quote = connection.ops.quote_name
     field = model._meta.get_field(field_name)
-    params = [field.get_db_prep_value(value, connection) for value in values]  # type: ignore[union-attr]
+    params = [field.get_db_prep_value(value, connection) for value in values]  # type: ignore[union-attr]  # get_field of a concrete column: a Field, never a relation
     if not params:
         return 0
     placeholders = ", ".join(["%s"] * len(params))
@@ -458,7 +458,7 @@ def delete_rows(model: type[Model], alias: str, field_name: str, values: Iterabl
         batch.add_statement(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr]
         return len(params)  # at most; nobody counts on it
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr]
+        cursor.execute(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr, arg-type]  # a concrete Field always has its column
         return cursor.rowcount
 
 

@@ -113,7 +113,7 @@ def subscribers_advance_batch(group: Sequence[Subscriber], *, batch_size: int, u
         for i, (subscriber, checkpoint) in enumerate(zip(group, checkpoints, strict=True)):
             if last <= checkpoint.position:
                 continue
-            mine = events if checkpoint.position == after else [e for e in events if e.position > checkpoint.position]  # type: ignore[operator]
+            mine = events if checkpoint.position == after else [e for e in events if e.position > checkpoint.position]  # type: ignore[operator]  # an event read from the log always has its position
             # The filter runs in C (compress/map): a replay's batches are tens of thousands of events.
             wanted = mine if subscriber.types is None else list(itertools.compress(mine, map(subscriber.types.__contains__, map(_event_type, mine))))
             if wanted and subscriber.wants is not None:
@@ -125,7 +125,7 @@ def subscribers_advance_batch(group: Sequence[Subscriber], *, batch_size: int, u
                 subscriber.handle(wanted)
             checkpoint.position = last if stop is None else stop
             checkpoint.save(update_fields=["position", "updated_at"])
-            consumed[i] = len(mine) if stop is None else len([e for e in mine if e.position <= stop])  # type: ignore[operator]
+            consumed[i] = len(mine) if stop is None else len([e for e in mine if e.position <= stop])  # type: ignore[operator]  # an event read from the log always has its position
             if stop is not None:
                 last = min(last, stop)
         return last, consumed
@@ -151,8 +151,8 @@ def _handle_one_by_one(subscriber: Subscriber, events: list[RecordedEvent]) -> i
             with transaction.atomic(using=subscriber.alias):
                 subscriber.handle([event])
                 if event.position in failed_before:
-                    parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())
-        except (*TRANSIENT_ERRORS, ConcurrencyError):
+                    parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())  # type: ignore[misc]  # an event read from the log always has its position
+        except (*TRANSIENT_ERRORS, ConcurrencyError):  # type: ignore[misc]  # mypy cannot read a starred tuple of exception classes
             raise  # the database is going away, or another writer won: roll back, try again later
         except Exception as exc:
             now = timezone.now()

@@ -126,7 +126,7 @@ _spare = threading.local()
 
 def _spares() -> dict[str, BaseDatabaseWrapper]:
     """This thread's kept branch connections, by alias."""
-    return _spare.__dict__.setdefault("wrappers", {})  # type: ignore[no-any-return]
+    return _spare.__dict__.setdefault("wrappers", {})
 
 
 def _spare_wrapper(alias: str) -> BaseDatabaseWrapper | None:
@@ -184,7 +184,7 @@ class Branch:
     @property
     def _raw(self) -> psycopg.Connection[Any]:
         assert self._wrapper is not None and self._wrapper.connection is not None
-        return self._wrapper.connection  # type: ignore[no-any-return]
+        return self._wrapper.connection
 
     def begin(self) -> None:
         self._wrapper = _spare_wrapper(self.alias)
@@ -298,7 +298,7 @@ def prepared_list(alias: str) -> list[Prepared]:
             xids = connection.connection.tpc_recover()
     except psycopg.Error as exc:
         raise BranchError(f"{alias}: could not list prepared transactions: {exc}") from exc
-    return [Prepared(alias=alias, gid=str(x), prepared_at=x.prepared, owner=x.owner or "", database=x.database or "") for x in xids if x.database == database]
+    return [Prepared(alias=alias, gid=str(x), prepared_at=x.prepared, owner=x.owner or "", database=x.database or "") for x in xids if x.database == database]  # type: ignore[arg-type]  # psycopg fills Xid.prepared for every recovered Xid, None only for new ones
 
 
 @contextmanager

@@ -39,7 +39,7 @@ class OrderPlaceApi(APIView):
         mode = serializers.ChoiceField(choices=[m.value for m in OrderMode], default=OrderMode.ORCHESTRATION.value)
 
     @extend_schema_serializer(component_name="OrderPlaced")
-    class OutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
         state = serializers.CharField()
         mode = serializers.CharField()
@@ -47,7 +47,7 @@ class OrderPlaceApi(APIView):
         version = serializers.IntegerField(help_text="Pass as ?min_version= to read the order once it exists (the Location does).")
 
     @extend_schema_serializer(component_name="OrderDecided")
-    class DecidedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class DecidedSerializer(serializers.Serializer):
         id = serializers.UUIDField()
         state = serializers.CharField(help_text="The final state: APPROVED or REJECTED.")
         rejection_reason = serializers.CharField(allow_null=True)
@@ -84,7 +84,7 @@ class OrderPlaceApi(APIView):
 
 class OrderCancelApi(APIView):
     @extend_schema_serializer(component_name="OrderCancelAccepted")
-    class OutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
         state = serializers.CharField()
         saga_id = serializers.UUIDField()

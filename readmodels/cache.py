@@ -121,7 +121,7 @@ def cached(kind: str, key: uuid.UUID | str | None, variant: str, load: Callable[
         return load()  # being changed (or lost this instant): the table's answer, stored nowhere
     stamp = (generation, epoch)
     if stored is not None and stored[0] == stamp:
-        return stored[1]  # type: ignore[no-any-return]
+        return stored[1]
     value = load()
     try:
         fastcache.set_value(value_key, (stamp, value), timeout=VALUE_TTL_SECONDS)

@@ -24,7 +24,7 @@ EXAMPLES = 5
 
 def _rows(model: type[Model]) -> dict[Any, tuple[Any, ...]]:
     names = [f.attname for f in model._meta.local_fields]
-    return {row[0]: row for row in model.objects.using(ALIAS).order_by("pk").values_list("pk", *names)}
+    return {row[0]: row for row in model._default_manager.using(ALIAS).order_by("pk").values_list("pk", *names)}
 
 
 def readmodels_replay_check(*, batch_size: int = DEFAULT_BATCH_SIZE) -> CheckResult:

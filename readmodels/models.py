@@ -6,11 +6,19 @@ stores its checkpoint in the same transaction as its rows.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.db import models
 
 from eventlog.models import Checkpoint
 
-MONEY = {"max_digits": 14, "decimal_places": 2}
+
+class _Money(TypedDict):
+    max_digits: int
+    decimal_places: int
+
+
+MONEY: _Money = {"max_digits": 14, "decimal_places": 2}
 
 
 class ProjectionCheckpoint(Checkpoint):

@@ -298,6 +298,7 @@ def order_summary_fold(events: list[RecordedEvent], state: State) -> None:
     # ``uuid.int`` keys (``Rows.key`` of a UUID primary key), as ``customer_credit_fold`` does.
     assert orders.key is not _identity and names.key is not _identity
     order_rows, order_dirty, name_rows = orders.rows, orders.dirty, names.rows
+    order: dict[str, Any] | None
     state_after = ORDER_STATE_AFTER
     for event in events:
         kind = event.type
@@ -381,6 +382,7 @@ def customer_credit_fold(events: list[RecordedEvent], state: State) -> None:
     customer_rows, customer_dirty = customers.rows, customers.dirty
     state_rows, state_dirty = order_states.rows, order_states.dirty
     counter_for_state, state_after = COUNTER_FOR_STATE, ORDER_STATE_AFTER
+    order_state: dict[str, Any] | None
 
     for event in events:
         kind = event.type

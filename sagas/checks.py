@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -12,7 +13,7 @@ from sagas.definitions import DEFINITIONS, definition_problems
 
 
 @register()
-def check_saga_definitions(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_saga_definitions(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """sagas.E001: a retriable step with a compensation, or an uncompensatable step before the
     pivot, would let a saga undo part of a transaction that had already succeeded."""
     return [
@@ -23,7 +24,7 @@ def check_saga_definitions(app_configs: list[AppConfig] | None = None, **kwargs:
 
 
 @register()
-def check_trace_follows_the_declared_flows(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_trace_follows_the_declared_flows(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """sagas.E002: the trace subscribed before the contexts declared their flows would see none."""
     from eventlog.choreography import flow_event_types
     from eventlog.subscriptions import subscriber_get
@@ -35,7 +36,7 @@ def check_trace_follows_the_declared_flows(app_configs: list[AppConfig] | None =
 
 
 @register()
-def check_two_phase_node_name(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_two_phase_node_name(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """sagas.E003: the node name goes into every global transaction id, between colons."""
     from sagas.coordinator import NODE_NAME
 
@@ -45,7 +46,7 @@ def check_two_phase_node_name(app_configs: list[AppConfig] | None = None, **kwar
 
 
 @register("database")
-def check_two_phase_available(app_configs: list[AppConfig] | None = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+def check_two_phase_available(app_configs: Sequence[AppConfig] | None = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """sagas.W001: PostgreSQL with max_prepared_transactions = 0 answers mode "2pc" with 400.
 
     SQLite (the embedded default) has no 2PC by design, which the README says; no warning.
@@ -54,7 +55,9 @@ def check_two_phase_available(app_configs: list[AppConfig] | None = None, databa
 
     from sagas.coordinator import BRANCHES, two_phase_problems
 
-    if databases is not None and not set(BRANCHES) & set(databases):
+    # Like Django's own database checks: only when asked (`check --database`, `migrate`), so a
+    # plain `check` (`check --deploy` in CI, say) opens no connection.
+    if not databases or not set(BRANCHES) & set(databases):
         return []
     if any(connections[alias].vendor != "postgresql" for alias in BRANCHES):
         return []

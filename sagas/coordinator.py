@@ -321,7 +321,7 @@ def _reject_store(saga: SagaInstance, reason: str | None) -> Callable[[], dict[s
         if saga.type != "create_order":
             return None
         context = MessageContext(correlation_id=saga.correlation_id, causation_id=saga.id, saga_id=saga.id)
-        return run_local(  # type: ignore[no-any-return]
+        return run_local(
             "orders.order_place", lock_timeout=float(settings.TWO_PC_LOCK_TIMEOUT_SECONDS),
             order_id=uuid.UUID(data["order_id"]), customer_id=uuid.UUID(data["customer_id"]), total=Decimal(data["total"]), mode=MODE, approved=False, reason=reason, context=context,
         )
@@ -394,7 +394,7 @@ def order_two_phase_place(*, order_id: uuid.UUID, customer_id: uuid.UUID, total:
         answer = coordinator.run_branch("customers", "customers.credit_reserve", customer_id=customer_id, order_id=order_id, amount=total)
         if not answer["reserved"]:
             raise _Refused(answer["reason"], f"credit refused: {answer['reason']}")
-        return coordinator.run_branch("orders", "orders.order_place", order_id=order_id, customer_id=customer_id, total=total, mode=MODE, approved=True, reason=None)  # type: ignore[no-any-return]
+        return coordinator.run_branch("orders", "orders.order_place", order_id=order_id, customer_id=customer_id, total=total, mode=MODE, approved=True, reason=None)
 
     return TwoPhaseFinished(order_id=order_id, saga_id=saga.id, outcome=_protocol(saga, phases, work))
 
@@ -417,7 +417,7 @@ def order_two_phase_cancel(*, order_id: uuid.UUID, customer_id: uuid.UUID, total
     def work(coordinator: _Coordinator) -> dict[str, Any]:
         outcome = coordinator.run_branch("orders", "orders.order_cancel", order_id=order_id)
         coordinator.run_branch("customers", "customers.credit_release", customer_id=customer_id, order_id=order_id)
-        return outcome  # type: ignore[no-any-return]
+        return outcome
 
     outcome = _protocol(saga, phases, work)
     if outcome is None:  # rolled back for an error: the order is as it was

@@ -196,7 +196,7 @@ def saga_list(
 def saga_log(*, saga_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every command sent, reply, retry, timeout, compensation and operator action of a saga,
     in order (``sagas_sagalogentry``): the full timeline behind its steps."""
-    return list(SagaLogEntry.objects.using(ALIAS).filter(saga_id=saga_id).order_by("id").values("at", "step", "kind", "event", "detail"))
+    return list(SagaLogEntry.objects.using(ALIAS).filter(saga_id=saga_id).order_by("id").values("at", "step", "kind", "event", "detail"))  # type: ignore[arg-type]  # values() rows are dicts; django-stubs types them as a TypedDict
 
 
 def saga_counts() -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ tier is misconfigured and the test silently did not run, so it is turned into a 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ POSTGRES_ONLY = "needs PostgreSQL"
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     if os.environ.get("SAGA_TEST_TIER") != "postgresql" or not report.skipped:

@@ -232,7 +232,7 @@ def _resolve_preview(params: dict[str, Any]) -> Plan:
 def _resolve_run(params: dict[str, Any], operator: str) -> Outcome:
     report = in_doubt_resolve(actor=f"dashboard:{operator}"[:32])
     lines = _resolve_lines(report, would=False)
-    audit = [(str(saga_id), saga_id, True, "resolve in doubt: " + "; ".join(line for line in lines if str(saga_id) in line)) for saga_id in report.ended]
+    audit: list[tuple[str, uuid.UUID | None, bool, str]] = [(str(saga_id), saga_id, True, "resolve in doubt: " + "; ".join(line for line in lines if str(saga_id) in line)) for saga_id in report.ended]
     audit.append(("2pc in doubt", None, not report.errors, "; ".join(lines)[:4000] or "nothing to do"))
     return Outcome(ok=not report.errors, lines=lines or ["nothing to do"], audit=audit)
 

@@ -53,21 +53,21 @@ def _shared_summary() -> dict[str, Any]:
     interval = settings.DASHBOARD_REFRESH_SECONDS
     cached = cache.get(SUMMARY_KEY)
     if cached is not None and (timezone.now() - cached["computed_at"]).total_seconds() < interval:
-        return cached  # type: ignore[no-any-return]
+        return cached
     if cache.add(COMPUTING_KEY, 1, timeout=interval):
         cache.add(GENERATION_KEY, 0, timeout=None)
         fresh = _compute(generation=cache.incr(GENERATION_KEY))
         cache.set(SUMMARY_KEY, fresh, timeout=max(interval * 30, 60))
         return fresh
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     # The very first one, being computed by another process right now: wait for it.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(0.1)
         cached = cache.get(SUMMARY_KEY)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
     return _compute(generation=None)
 
 
@@ -127,5 +127,5 @@ def _workers() -> list[dict[str, Any]]:
         replies = celery_app.control.ping(timeout=1.0)
     except Exception as exc:  # noqa: BLE001 - the broker being down is itself the answer
         return [{"queue": queue, "workers": [], "error": f"{type(exc).__name__}: {exc}"[:200]} for queue in QUEUES]
-    names = sorted(name for reply in replies for name in reply)
+    names = sorted(name for reply in replies for name in reply)  # type: ignore[union-attr]  # ping waits for the replies: a list (celery-types allows None for reply=False)
     return [{"queue": queue, "workers": [n for n in names if n.split("@", 1)[0] == queue], "error": ""} for queue in QUEUES]

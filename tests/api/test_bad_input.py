@@ -398,8 +398,8 @@ def test_empty_query_parameters_mean_their_defaults(api: APIClient) -> None:
 
 # --- the body of POST /api/orders/ (a zero total is bad input here, unlike a zero credit limit) --
 
-ORDER = {"customer_id": "7a1d5a4e-8a33-4a4e-9d1c-2f5f0c1d7e10", "total": "10.00", "mode": "orchestration"}
-BAD_ORDERS = {
+ORDER: dict[str, Any] = {"customer_id": "7a1d5a4e-8a33-4a4e-9d1c-2f5f0c1d7e10", "total": "10.00", "mode": "orchestration"}
+BAD_ORDERS: dict[str, tuple[Any, str | None]] = {
     "malformed JSON": ('{"customer_id": ', None),
     "a list": ([ORDER], "non_field_errors"),
     "unknown field state": ({**ORDER, "state": "APPROVED"}, "state"),

@@ -20,7 +20,7 @@ def follow(api: APIClient, response: Any) -> dict[str, Any]:
     assert "?min_version=" in response["Location"], response["Location"]
     read = api.get(response["Location"])
     assert read.status_code == 200, (response["Location"], read.status_code, read.content[:300])
-    return read.json()  # type: ignore[no-any-return]
+    return read.json()
 
 
 def test_the_location_of_every_write_reads_that_write(api: APIClient, system: Stack, settings: Any) -> None:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def redis_commands() -> int:
-    client = fastcache._redis().client  # type: ignore[union-attr]
+    client = fastcache._redis().client  # type: ignore[union-attr]  # this test runs on the Redis cache
     return sum(int(stats["calls"]) for stats in client.info("commandstats").values())
 
 

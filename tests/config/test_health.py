@@ -22,7 +22,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-def readyz() -> tuple[int, dict]:  # type: ignore[type-arg]
+def readyz() -> tuple[int, dict]:
     response = Client().get("/readyz")
     return response.status_code, response.json()
 

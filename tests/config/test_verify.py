@@ -36,11 +36,11 @@ def verify() -> tuple[bool, str]:
 
 
 def first_approved() -> Order:
-    return Order.objects.using("orders").filter(state="APPROVED").order_by("id").first()  # type: ignore[return-value]
+    return Order.objects.using("orders").filter(state="APPROVED").order_by("id").first()  # type: ignore[return-value]  # the test placed and approved one
 
 
 def tamper_customer_row() -> None:
-    Customer.objects.using("customers").filter(pk=Customer.objects.using("customers").first().pk).update(credit_limit=Decimal("999.00"))  # type: ignore[union-attr]
+    Customer.objects.using("customers").filter(pk=Customer.objects.using("customers").first().pk).update(credit_limit=Decimal("999.00"))  # type: ignore[union-attr]  # the test created one
 
 
 def tamper_order_row() -> None:
@@ -63,11 +63,11 @@ def duplicate_reservation_state() -> None:
 
 
 def tamper_read_model() -> None:
-    OrderSummary.objects.using("readmodels").filter(pk=OrderSummary.objects.using("readmodels").first().pk).update(total=Decimal("0.01"))  # type: ignore[union-attr]
+    OrderSummary.objects.using("readmodels").filter(pk=OrderSummary.objects.using("readmodels").first().pk).update(total=Decimal("0.01"))  # type: ignore[union-attr]  # the test projected one
 
 
 def drop_read_model_row() -> None:
-    CustomerCredit.objects.using("readmodels").first().delete()  # type: ignore[union-attr]
+    CustomerCredit.objects.using("readmodels").first().delete()  # type: ignore[union-attr]  # the test projected one
 
 
 def test_verify_passes_on_a_consistent_system() -> None:

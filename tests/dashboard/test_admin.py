@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.db import router
+from django.db.models import Model
 from django.test import Client
 
 from config.models import OperatorAction
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 PROJECT_APPS = ("orders", "customers", "sagas", "eventlog", "readmodels", "config")
 
 
-def registered() -> list[tuple[type, MultiDBModelAdmin]]:
-    return [(model, model_admin) for model, model_admin in admin.site._registry.items() if model._meta.app_label in PROJECT_APPS]  # type: ignore[misc]
+def registered() -> list[tuple[type[Model], MultiDBModelAdmin]]:
+    return [(model, model_admin) for model, model_admin in admin.site._registry.items() if model._meta.app_label in PROJECT_APPS]  # type: ignore[misc]  # AdminSite._registry is private: the stubs type its keys loosely
 
 
 def test_every_table_of_every_context_is_registered_with_the_multi_database_base() -> None:

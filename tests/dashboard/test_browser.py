@@ -57,7 +57,7 @@ def stack(broker_url: str, django_db_setup: Any, tmp_path_factory: pytest.TempPa
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
     """A fresh browser context, logged in as a staff user through the login page."""
     get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
-    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
     tab.goto("/dashboard/")
@@ -72,7 +72,7 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
 
 @pytest.fixture
 def api(stack: Stack) -> Api:
-    return Api(stack.base_url)  # type: ignore[attr-defined]
+    return Api(stack.base_url)
 
 
 def shot(page: Any, name: str) -> None:

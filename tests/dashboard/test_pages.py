@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from django.test import Client
+from pytest_django.fixtures import SettingsWrapper
 
 from eventlog.selectors import log_stream
 from sagas.models import SagaInstance
@@ -43,8 +44,8 @@ def test_the_overview_shows_sagas_by_mode_and_state_and_what_needs_attention(sta
     assert "orders: " in body and "order_summary" in body
 
 
-def test_every_poll_is_served_from_one_summary_computed_once_per_interval(staff: Client, settings: object) -> None:
-    settings.DASHBOARD_REFRESH_SECONDS = 600  # type: ignore[attr-defined]
+def test_every_poll_is_served_from_one_summary_computed_once_per_interval(staff: Client, settings: SettingsWrapper) -> None:
+    settings.DASHBOARD_REFRESH_SECONDS = 600
     first = staff.get("/dashboard/summary/").content.decode()
     generation = re.search(r'data-generation="(\d+)"', first)
     assert generation is not None
@@ -53,7 +54,7 @@ def test_every_poll_is_served_from_one_summary_computed_once_per_interval(staff:
         again = staff.get("/dashboard/summary/").content.decode()
         assert f'data-generation="{generation.group(1)}"' in again
     # The control: once the interval is over, the next poll computes a new one, which sees the saga.
-    settings.DASHBOARD_REFRESH_SECONDS = 0.001  # type: ignore[attr-defined]
+    settings.DASHBOARD_REFRESH_SECONDS = 0.001
     from django.core.cache import cache
 
     cache.delete("dashboard:summary:computing")

@@ -39,7 +39,7 @@ def test_create_refuses_bad_names(name: str) -> None:
 @pytest.mark.parametrize("limit", ["-1.00", "1.001", "abc", "NaN", "Infinity", "1e20", 1.5])
 def test_create_refuses_bad_limits(limit: object) -> None:
     with pytest.raises(InvalidAmount):
-        Customer.create(customer_id=uuid.uuid4(), name="Ada", credit_limit=limit)  # type: ignore[arg-type]
+        Customer.create(customer_id=uuid.uuid4(), name="Ada", credit_limit=limit)  # type: ignore[arg-type]  # bad input on purpose: the aggregate must refuse it
 
 
 def test_zero_limit_is_allowed_and_reserves_nothing() -> None:

@@ -10,4 +10,4 @@ from tests.e2e.helpers import Api
 
 @pytest.fixture
 def api(saga_system: Stack) -> Api:
-    return Api(saga_system.base_url)  # type: ignore[attr-defined]
+    return Api(saga_system.base_url)

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def _order(api: Api, customer: str, total: str) -> dict[str, Any]:
     status, body = api.call("POST", "/api/orders/", {"customer_id": customer, "total": total, "mode": "2pc"})
     assert status == 201, body
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def test_every_path_in_2pc_over_http(api: Api) -> None:
@@ -124,7 +124,7 @@ class Coordinator:
         out, err = self.popen.communicate("go on\n", timeout=60)
         results = [line for line in out.splitlines() if line.startswith("RESULT ")]
         assert results, f"coordinator did not finish:\n{out}\n{err[-3000:]}"
-        return json.loads(results[-1][len("RESULT ") :])  # type: ignore[no-any-return]
+        return json.loads(results[-1][len("RESULT ") :])
 
 
 def _ours_prepared() -> list[str]:

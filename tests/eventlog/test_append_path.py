@@ -52,7 +52,7 @@ def test_every_event_type_is_stored_as_django_stores_it_and_reads_back_exactly()
     events = every_event()
     assert len({type(e) for e in events}) == len(DomainEvent.registry) >= 10
     now = dt.datetime.now(dt.UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"event_id": uuid.uuid4(), "stream_id": uuid.uuid4(), "stream_type": "Probe", "version": 1, "type": e.type, "data": e.to_data(),
          "occurred_at": now, "correlation_id": uuid.uuid4(), "causation_id": None if i % 2 else uuid.uuid4(), "saga_id": None}
         for i, e in enumerate(events)
@@ -61,7 +61,7 @@ def test_every_event_type_is_stored_as_django_stores_it_and_reads_back_exactly()
     names = tuple(rows[0])
     fields = [CustomerEvent._meta.get_field(name) for name in names]
     fast = row_params(CustomerEvent, ALIAS, names, rows)
-    django = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]  # type: ignore[union-attr]
+    django = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]  # type: ignore[union-attr]  # get_field of a concrete column: a Field, never a relation
     for ours, theirs, (row, field) in zip(fast, django, [(r, f) for r in rows for f in fields], strict=True):
         if field.name == "data":
             # Compact JSON instead of json.dumps's spaced one: the same value once read.
@@ -86,6 +86,7 @@ def test_every_event_type_is_stored_as_django_stores_it_and_reads_back_exactly()
 
 
 def test_json_dumps_falls_back_to_json_dumps_where_orjson_would_differ() -> None:
+    value: Any
     for value in ({"a": [1, "é", None, True, 2.5, {"b": []}]}, [], "x", 12345678901234567890123):
         assert json.loads(json_dumps(value)) == value
     nan = json.loads(json_dumps({"x": float("nan")}))["x"]
@@ -101,14 +102,14 @@ def test_the_fast_adapters_are_django_s_for_odd_values_too() -> None:
     names = ("stream_id", "occurred_at", "version", "type")
     adapters = _adapters(CustomerEvent, names, ALIAS)
     naive = dt.datetime(2026, 1, 2, 3, 4, 5)
-    odd = {"stream_id": [str(uuid.uuid4()), None], "occurred_at": [dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=5))), None],
+    odd: dict[str, list[Any]] = {"stream_id": [str(uuid.uuid4()), None], "occurred_at": [dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=5))), None],
            "version": [7, None], "type": ["T", None]}
     for name, adapt in zip(names, adapters, strict=True):
         field = CustomerEvent._meta.get_field(name)
         for value in odd[name]:
-            assert adapt(value) == field.get_db_prep_save(value, connection), (name, value)  # type: ignore[union-attr]
+            assert adapt(value) == field.get_db_prep_save(value, connection), (name, value)  # type: ignore[union-attr]  # get_field of a concrete column: a Field, never a relation
     with pytest.warns(RuntimeWarning):  # a naive datetime goes the ORM's way, warning and all
-        assert adapters[1](naive) == CustomerEvent._meta.get_field("occurred_at").get_db_prep_save(naive, connection)  # type: ignore[union-attr]
+        assert adapters[1](naive) == CustomerEvent._meta.get_field("occurred_at").get_db_prep_save(naive, connection)
 
 
 def test_create_writes_the_event_and_the_state_row_and_a_second_create_is_a_conflict_with_nothing_written() -> None:

@@ -149,8 +149,8 @@ def test_a_reserve_and_its_release_racing_never_leave_credit_held() -> None:
         release = compensation("customers.credit_release", payload, reserve)
         results: dict[str, str] = {}
         run_concurrently(
-            lambda r=reserve, out=results: out.update(reserve=credit_reserve_task(r)),  # type: ignore[misc]
-            lambda r=release, out=results: out.update(release=credit_release_task(r)),  # type: ignore[misc]
+            lambda r=reserve, out=results: out.update(reserve=credit_reserve_task(r)),  # type: ignore[misc]  # mypy cannot infer a lambda with default arguments
+            lambda r=release, out=results: out.update(release=credit_release_task(r)),  # type: ignore[misc]  # mypy cannot infer a lambda with default arguments
         )
         outcomes.add(results["reserve"])
         assert results["release"] == "ok"

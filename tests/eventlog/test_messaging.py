@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 def queued(queue: str) -> int:
     with celery_app.connection_for_write() as connection:
-        return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        return connection.default_channel.queue_declare(queue=queue, passive=True).message_count  # type: ignore[attr-defined]  # kombu's virtual channels have queue_declare; the stubs type the abstract StdChannel
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def test_a_thread_of_its_own_sends_through_the_project_app() -> None:
     from celery import current_app
 
     seen: list[object] = []
-    thread = threading.Thread(target=lambda: seen.append(current_app._get_current_object()))
+    thread = threading.Thread(target=lambda: seen.append(current_app._get_current_object()))  # type: ignore[attr-defined]  # current_app is a celery.local.Proxy; the stubs type it as the app itself
     thread.start()
     thread.join()
     assert seen == [celery_app]

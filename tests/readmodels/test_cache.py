@@ -49,15 +49,15 @@ def pending_order() -> uuid.UUID:
 
 def test_a_repeated_read_is_served_from_the_cache() -> None:
     order_id = pending_order()
-    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # the order exists: its summary is there
     with CaptureQueriesContext(connections["readmodels"]) as queries:
-        assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]
+        assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # the order exists: its summary is there
     assert len(queries) == 0
 
 
 def test_a_read_after_the_projection_applied_an_update_is_fresh() -> None:
     order_id = pending_order()
-    assert selectors.order_summary_get(order_id=order_id)["version"] == 1  # type: ignore[index]
+    assert selectors.order_summary_get(order_id=order_id)["version"] == 1  # type: ignore[index]  # the order exists: its summary is there
     listed = selectors.order_summary_list(customer_id=None, state="PENDING", offset=0, limit=10)
     assert listed[0] == 1
     order_approve(order_id=order_id, context=MessageContext())
@@ -99,14 +99,14 @@ def test_the_same_race_with_the_read_fetched_ahead_by_the_throttle(backend: str)
 
     def project_meanwhile(key: Any) -> dict[str, Any] | None:
         row = selectors._order_row(key)
-        worker = threading.Thread(target=lambda: (relay_and_project(), connections.close_all()))
+        worker = threading.Thread(target=lambda: (relay_and_project(), connections.close_all()))  # type: ignore[func-returns-value]  # the tuple only runs both calls in one lambda
         worker.start()
         worker.join()
         return row
 
     with cache.read_ahead("order", order_id, "row"):
         fastcache.window_hit(f"throttle:test:{uuid.uuid4()}", timeout=5)  # fetches ahead on Redis
-        assert fastcache._read_ahead.get().fetched == (backend == "redis")  # type: ignore[union-attr]
+        assert fastcache._read_ahead.get().fetched == (backend == "redis")  # type: ignore[union-attr]  # the read above set it
         first = cache.cached("order", order_id, "row", lambda: project_meanwhile(order_id))  # a miss
         assert first is not None and first["state"] == "PENDING"  # loaded before the commit
     fresh = selectors.order_summary_get(order_id=order_id)
@@ -120,9 +120,9 @@ def test_a_replay_swap_invalidates_every_cached_answer() -> None:
 
     OrderSummary.objects.using("readmodels").filter(id=order_id).update(total="99.00")  # damage
     django_cache.clear()
-    assert str(selectors.order_summary_get(order_id=order_id)["total"]) == "99.00"  # type: ignore[index]
+    assert str(selectors.order_summary_get(order_id=order_id)["total"]) == "99.00"  # type: ignore[index]  # the order exists: its summary is there
     projection_rebuild("order_summary")
-    assert str(selectors.order_summary_get(order_id=order_id)["total"]) == "12.00"  # type: ignore[index]
+    assert str(selectors.order_summary_get(order_id=order_id)["total"]) == "12.00"  # type: ignore[index]  # the order exists: its summary is there
 
 
 def test_a_lost_generation_key_starts_a_fresh_namespace() -> None:
@@ -131,12 +131,12 @@ def test_a_lost_generation_key_starts_a_fresh_namespace() -> None:
     order_approve(order_id=order_id, context=MessageContext())
     relay_and_project()
     django_cache.delete(f"{cache.PREFIX}gen:order:{order_id}")  # evicted
-    assert selectors.order_summary_get(order_id=order_id)["state"] == "APPROVED"  # type: ignore[index]
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "APPROVED"  # type: ignore[index]  # the order exists: its summary is there
 
 
 def redis_commands() -> int:
     """Commands the cache's Redis has run so far (every client, every command)."""
-    client = fastcache._redis().client  # type: ignore[union-attr]
+    client = fastcache._redis().client  # type: ignore[union-attr]  # this test runs on the Redis cache
     return sum(int(stats["calls"]) for stats in client.info("commandstats").values())
 
 
@@ -216,7 +216,7 @@ def cache_refusing(*, at_once: bool = True) -> Iterator[Callable[[], None]]:
     projection's post-commit step, which comes right after). Readers get the cache back after."""
     import redis
 
-    client = fastcache._redis().client  # type: ignore[union-attr]
+    client = fastcache._redis().client  # type: ignore[union-attr]  # this test runs on the Redis cache
     pool = client.connection_pool
     client.execute_command("ACL", "SETUSER", "test-admin", "on", ">admin", "~*", "&*", "+@all")
     admin = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **{**pool.connection_kwargs, "username": "test-admin", "password": "admin"}))
@@ -236,7 +236,7 @@ def cache_refusing(*, at_once: bool = True) -> Iterator[Callable[[], None]]:
 
 def approved_but_cached_as_pending() -> uuid.UUID:
     order_id = pending_order()
-    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # cached
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # the order exists: its summary is there
     order_approve(order_id=order_id, context=MessageContext())
     outbox_relay("orders")
     return order_id
@@ -264,6 +264,6 @@ def test_a_projection_that_cannot_reach_the_cache_before_it_commits_does_not_com
     name = subscriber_name(PROJECTIONS["order_summary"])
     with cache_refusing(), pytest.raises(cache.CacheUnavailable):
         subscriber_advance(name)
-    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # the table is behind, and so is the cache
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "PENDING"  # type: ignore[index]  # the order exists: its summary is there
     subscriber_advance(name)  # the retry (the sweep's) once the cache answers
-    assert selectors.order_summary_get(order_id=order_id)["state"] == "APPROVED"  # type: ignore[index]
+    assert selectors.order_summary_get(order_id=order_id)["state"] == "APPROVED"  # type: ignore[index]  # the order exists: its summary is there

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 def snapshot(model: type[Model]) -> dict[Any, tuple[Any, ...]]:
     fields = [f.attname for f in model._meta.local_fields]
-    return {row[0]: row for row in model.objects.using(ALIAS).values_list(*fields)}
+    return {row[0]: row for row in model._default_manager.using(ALIAS).values_list(*fields)}
 
 
 def live_snapshot() -> dict[str, dict[Any, tuple[Any, ...]]]:

@@ -156,9 +156,9 @@ def test_every_event_delivered_twice_changes_nothing() -> None:
     customer = customer_create(name="Ada", credit_limit="100.00")
     order_id, flow_id = place(customer.id, "60.00")
     for _ in range(4):
-        run_concurrently(*(lambda source=source: outbox_relay(source) for source in ("orders", "customers") for _ in range(2)))  # type: ignore[misc]
+        run_concurrently(*(lambda source=source: outbox_relay(source) for source in ("orders", "customers") for _ in range(2)))
         for name in (*HANDLERS, TRACE):
-            run_concurrently(lambda name=name: subscriber_advance(name), lambda name=name: subscriber_advance(name))  # type: ignore[misc]
+            run_concurrently(lambda name=name: subscriber_advance(name), lambda name=name: subscriber_advance(name))  # type: ignore[misc]  # mypy cannot infer a lambda with default arguments
     assert order(order_id).state == "APPROVED"
     assert list(OrderEvent.objects.using("orders").order_by("version").values_list("type", flat=True)) == ["OrderCreated", "OrderApproved"]
     assert CustomerEvent.objects.using("customers").filter(type="CreditReserved").count() == 1

@@ -5,6 +5,7 @@ correlation id's sagas."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
@@ -40,7 +41,8 @@ def saga_list_page(request: HttpRequest) -> HttpResponse:
         page = max(int(params.get("page", "1")), 1)
     except ValueError:
         page = 1
-    count, sagas = 0, []  # type: int, list[dict[str, Any]]
+    count: int = 0
+    sagas: list[dict[str, Any]] = []
     if not problems:
         count, sagas = saga_list(
             state=filters["state"] or None, saga_type=filters["type"] or None, mode=filters["mode"] or None, stuck=stuck, about=about,
