@@ -35,7 +35,7 @@ class Channel(kombu_redis.Channel):
         pool = self.pool
         cached = self._client_for_pool
         if cached is None or cached[0] is not pool:
-            cached = self._client_for_pool = (pool, self._create_client())
+            cached = self._client_for_pool = (pool, self._create_client())  # type: ignore[attr-defined]  # kombu's Redis channel has it; the stubs do not list it
         yield cached[1]
 
 

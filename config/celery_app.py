@@ -36,4 +36,4 @@ def _tasks_skip_connection_health_checks(**_: Any) -> None:
 
     for alias in connections:
         connections.settings[alias]["CONN_HEALTH_CHECKS"] = False
-        connections[alias].health_check_enabled = False
+        connections[alias].health_check_enabled = False  # type: ignore[attr-defined]  # set by connect(); the stubs do not list it

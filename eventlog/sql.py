@@ -455,7 +455,7 @@ def delete_rows(model: type[Model], alias: str, field_name: str, values: Iterabl
     placeholders = ", ".join(["%s"] * len(params))
     batch = _holding(alias)
     if batch is not None:
-        batch.add_statement(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr]
+        batch.add_statement(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr,arg-type]  # get_field: a union in the stubs
         return len(params)  # at most; nobody counts on it
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(field.column)} IN ({placeholders})", params)  # type: ignore[union-attr, arg-type]  # a concrete Field always has its column

@@ -151,7 +151,7 @@ def _handle_one_by_one(subscriber: Subscriber, events: list[RecordedEvent]) -> i
             with transaction.atomic(using=subscriber.alias):
                 subscriber.handle([event])
                 if event.position in failed_before:
-                    parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())  # type: ignore[misc]  # an event read from the log always has its position
+                    parked.objects.using(subscriber.alias).filter(subscriber=subscriber.name, position=event.position, resolved_at__isnull=True).update(resolved_at=timezone.now())
         except (*TRANSIENT_ERRORS, ConcurrencyError):  # type: ignore[misc]  # mypy cannot read a starred tuple of exception classes
             raise  # the database is going away, or another writer won: roll back, try again later
         except Exception as exc:

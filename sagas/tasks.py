@@ -11,10 +11,10 @@ from sagas.coordinator import in_doubt_resolve
 from sagas.engine import saga_reply_handle, saga_sweep
 
 
-@shared_task(name="sagas.saga_reply", autoretry_for=TRANSIENT_ERRORS, retry_backoff=0.5, retry_backoff_max=30, retry_jitter=False, max_retries=12)
+@shared_task(name="sagas.saga_reply", autoretry_for=TRANSIENT_ERRORS, retry_backoff=1, retry_backoff_max=30, retry_jitter=False, max_retries=12)
 def saga_reply(reply: dict[str, Any]) -> str:
     """A reply that meets the ``sagas`` database unreachable (or a connection it closed) is
-    tried again with backoff (0.5 s doubling to 30 s, twelve times: about three and a half minutes); after that the step's deadline sends the
+    tried again with backoff (1 s doubling to 30 s, twelve times: about four minutes); after that the step's deadline sends the
     command again and the participant answers from its record."""
     return saga_reply_handle(reply)
 

@@ -36,6 +36,6 @@ def test_a_channel_reuses_one_client_and_messages_still_go_through() -> None:
             simple.clear()
         with channel.conn_or_acquire() as third:
             assert third is first  # the same pool: the same client, after every publish and ack
-        channel._pool = None  # what a reconnect does: a new pool...
+        channel._pool = None  # type: ignore[attr-defined]  # what a reconnect does: a new pool...
         with channel.conn_or_acquire() as fourth:
             assert fourth is not first and fourth.connection_pool is channel.pool  # ...gets a client of its own

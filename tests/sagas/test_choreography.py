@@ -237,7 +237,8 @@ def test_an_event_that_failed_and_then_goes_through_is_marked_resolved_and_is_no
     assert order(order_id).state == "APPROVED"
     record.refresh_from_db(using="orders")
     assert record.resolved_at is not None and record.parked_at is None
-    assert saga_get(saga_id=flow_id)["state"] == "COMPLETED"  # type: ignore[index]
+    saga = saga_get(saga_id=flow_id)
+    assert saga is not None and saga["state"] == "COMPLETED"
 
 
 def test_an_orchestrated_order_costs_the_customers_reactions_no_savepoint() -> None:
