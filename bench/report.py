@@ -178,7 +178,7 @@ def section_summary(r: Results) -> str:
     else:
         rows.append(["`bench/scaling.py`", "ceilings", "not measured yet", "", "", r.rel("scaling.json")])
     out = table(["script", "figure", "ours", "floor or anchor, same run", "ratio", "results file"], rows)
-    stamps = [f"{name}: {r.cite(name)}" for name in ("append.json", "replay.json", "query.json", "readyourwrites.json", "sagas.json",
+    stamps = [r.cite(name) for name in ("append.json", "replay.json", "query.json", "readyourwrites.json", "sagas.json",
                                                        "sagas-prefork.json", "scaling.json") if r.get(name)]
     return out + "\nRuns: " + "; ".join(stamps) + ".\n"
 
