@@ -71,7 +71,10 @@ class Results:
         data = self.get(name) or {}
         when = str(data.get("timestamp") or data.get("when") or "?")[:16].replace("T", " ")
         quick = " `--quick`," if dig(data, "config", "quick") or data.get("quick") else ""
-        return f"`{self.rel(name)}` ({when} UTC,{quick} `{COMMANDS.get(name, '?')}`)"
+        command = data.get("command") or COMMANDS.get(name, "?")
+        if not command.startswith((".venv/", "make ")):
+            command = ".venv/bin/python " + command
+        return f"`{self.rel(name)}` ({when} UTC,{quick} `{command}`)"
 
     def absent(self, name: str) -> str:
         return f"*Not measured yet: `{self.rel(name)}` does not exist. `{COMMANDS.get(name, '?')}` writes it.*\n"
