@@ -239,6 +239,7 @@ def plot_scaling(results: Path, out: Path) -> Path:
             ax2 = axes[0].twinx()
             ax2.plot(ks, [r["lag_p99_ms"] for r in writers], "^:", color="#C44E52", label="relay lag p99 (ms, right)")
             ax2.set_ylabel("ms", fontsize=8)
+            ax2.set_ylim(bottom=0)
             ax2.legend(fontsize=7, loc="lower right")
             axes[0].set_xscale("log", base=2)
             axes[0].set_xticks(ks, [str(k) for k in ks])
@@ -254,6 +255,7 @@ def plot_scaling(results: Path, out: Path) -> Path:
             axes[1].plot(ks, [r["events_per_s"] for r in appenders], "o-", color="#4C72B0", label="log events/s")
             ax3 = axes[1].twinx()
             ax3.plot(ks, [r["append_p99_ms"] for r in appenders], "^:", color="#C44E52", label="append p99 (ms, right)")
+            ax3.set_ylim(bottom=0)
             ax3.legend(fontsize=7, loc="lower right")
             axes[1].set_xscale("log", base=2)
             axes[1].set_xticks(ks, [str(k) for k in ks])
@@ -271,12 +273,12 @@ def plot_scaling(results: Path, out: Path) -> Path:
                 if any(y is not None for y in ys):
                     axes[2].plot(ws, ys, "o-", label=mode + (" (chains/s)" if mode == "floor" else ""), color=COLOURS.get(mode))
             axes[2].set_xticks(ws, [str(w) for w in ws])
-            axes[2].set_yscale("log")
+            axes[2].set_ylim(bottom=0)
             axes[2].set_xlabel("Celery worker processes (solo pool, all queues each)")
             axes[2].legend(fontsize=7)
         else:
             missing(axes[2], "no saga figures")
-        axes[2].set_title("saturated sagas/s per worker count (log)", fontsize=9)
+        axes[2].set_title("saturated sagas/s per worker count", fontsize=9)
     fig.suptitle("Ceilings on this machine as the load grows (bench/scaling.py)\n" + source(results, "scaling.json", data), fontsize=9)
     return save(fig, out / "scaling.png")
 

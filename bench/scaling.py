@@ -285,9 +285,20 @@ def run_sagas(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         row[mode] = {"sagas_per_s": part["sat"]["throughput_per_s"], "sat_p50_ms": part["sat"]["latency"]["p50_ms"],
                      "sat_p99_ms": part["sat"]["latency"]["p99_ms"], "unsat_p50_ms": part["unsat"]["latency"]["p50_ms"],
                      "cpu_ms_per_order": round(sum(v for k, v in part["sat"]["cpu_ms_per_item"].items() if k != "bench client"), 2)}
+        if part.get("sat", {}).get("steps_retried") is not None:
+            row[mode]["steps_retried"] = part["sat"]["steps_retried"]
+    row["busy_cores_before"] = data.get("busy_cores_before")
+    row["loadavg_1m"] = dig_loadavg(summary)
     row["all_completed"] = data.get("all_completed")
     row["errors"] = data.get("errors", [])
     return row
+
+
+def dig_loadavg(summary: dict[str, Any]) -> float | None:
+    """The highest 1-minute load average the saga runs saw (what else the machine was doing)."""
+    seen = [part["sat"].get("system_cpu", {}).get("loadavg_1m_after") for part in summary.values() if isinstance(part, dict) and "sat" in part]
+    seen = [x for x in seen if x is not None]
+    return max(seen) if seen else None
 
 
 def render(results: dict[str, Any]) -> str:
