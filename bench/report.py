@@ -181,9 +181,44 @@ def section_summary(r: Results) -> str:
     else:
         rows.append(["`bench/scaling.py`", "ceilings", "not measured yet", "", "", r.rel("scaling.json")])
     out = table(["script", "figure", "ours", "floor or anchor, same run", "ratio", "results file"], rows)
+    out += "\n" + section_counts(r)
     stamps = [r.cite(name) for name in ("append.json", "replay.json", "query.json", "readyourwrites.json", "sagas.json",
                                                        "sagas-prefork.json", "scaling.json") if r.get(name)]
     return out + "\nRuns: " + "; ".join(stamps) + ".\n"
+
+
+def section_counts(r: Results) -> str:
+    """Statements and round trips per operation: the same on any machine, so a regression shows
+    as a changed count even when the rates are noise."""
+    rows = []
+    a = r.get("append.json")
+    for db, name, trips in (("postgresql", "PostgreSQL", "round trips"), ("sqlite", "SQLite", "engine calls")):
+        counts = dig(a, "databases", db, "counts") or {}
+        for key, label in (("ours_1", "append, 1 event/txn"), ("ours_100", "append, 100 events/txn"), ("relay", "relay")):
+            first = (counts.get(key) or [{}])[0]
+            if first:
+                rows.append([f"{label}, {name}", "per event", f(first.get("statements_per_event"), ".2f"),
+                             f"{f(first.get('round_trips_per_event'), '.2f')} {trips}", r.rel("append.json")])
+    for key, label in (("api", "`GET /api/orders/{id}/`"), ("bare", "bare view")):
+        c = dig(r.get("query.json"), "profile", key, "counts")
+        if c:
+            rows.append([label, "per request", f(c.get("statements_per_request"), ".2f"),
+                         f"{f(c.get('pg_round_trips_per_request'), '.2f')} PostgreSQL, {f(c.get('redis_round_trips_per_request'), '.2f')} Redis",
+                         r.rel("query.json")])
+    for name, layout in (("sagas.json", "solo"), ("sagas-prefork.json", "prefork")):
+        s = dig(r.get(name), "summary") or {}
+        for mode in MODES:
+            if mode in s:
+                rows.append([f"{mode} saga ({layout})", "per order, saturated", f(dig(s, mode, "sat", "postgres", "per_order", "statements"), ".1f"),
+                             f"{f(dig(s, mode, 'sat', 'postgres', 'per_order', 'xact_commit'), '.1f')} commits; "
+                             f"{f(dig(s, mode, 'sat', 'celery_per_order', 'total'), '.2f')} Celery task runs", r.rel(name)])
+    p = dig(r.get("replay.json"), "databases", "postgresql", "summary", "statements_per_replay")
+    if p:
+        rows.append(["replay, PostgreSQL", "per replay", f(p.get("statements")), f"{f(p.get('copy'))} COPY, {f(p.get('commits'))} commits", r.rel("replay.json")])
+    if not rows:
+        return ""
+    return ("Counted per operation: the same on any machine, but for the saturated sagas' figures, which fall as the runs batch "
+            "more orders:\n\n" + table(["operation", "unit", "SQL statements", "round trips and the rest", "results file"], rows))
 
 
 # =========================================================================================
