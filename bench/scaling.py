@@ -390,14 +390,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             progress(f"bash scripts/services.sh stop {SERVICES_DIR}")
             common.services_stop(SERVICES_DIR)
+    def save() -> None:
+        # After each part, so a long saga part that is stopped still leaves the figures so far.
+        results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+        args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    save()
     if args.sagas:
         for workers in saga_workers:
             row = run_sagas(workers, args)
             results["sagas"].append(row)
             if row.get("error") or row.get("errors"):
                 results["errors"].append(f"sagas with {workers} workers: {row.get('error') or row.get('errors')}")
-    results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            save()
+    save()
     print()
     print(render(results))
     progress(f"done in {results['elapsed_seconds']:.0f}s; results in {args.output}")
