@@ -316,10 +316,10 @@ def section_scaling_writers(r: Results) -> str:
     rows = [[str(w["writers"]), f(w.get("write_events_per_s")), f(w.get("write_p50_ms"), ".2f"), f(w.get("write_p99_ms"), ".1f"),
              f(w.get("relay_events_per_s")), f(dig(w, "relay", "mean_batch"), ".1f"), f(dig(w, "relay", "drain_seconds"), ".2f"),
              f(w.get("lag_p50_ms"), ".0f"), f(w.get("lag_p99_ms"), ".0f"), "yes" if w.get("all_relayed") else "NO",
-             f(dig(w, "machine", "busy_cores"), ".2f")] for w in sc["writers"]]
+             f(dig(w, "machine", "busy_cores"), ".2f"), f(dig(w, "machine", "loadavg_1m_after"), ".1f")] for w in sc["writers"]]
     return (f"From {r.cite('scaling.json')}, {sc['config']['duration']:g} s per row:\n\n"
             + table(["writers", "appends/s (all writers)", "append p50 ms", "append p99 ms", "relay events/s", "relay batch (mean)",
-                     "drain after, s", "relay lag p50 ms", "relay lag p99 ms", "all relayed", "busy cores"], rows))
+                     "drain after, s", "relay lag p50 ms", "relay lag p99 ms", "all relayed", "busy cores", "load average"], rows))
 
 
 def section_scaling_appenders(r: Results) -> str:
@@ -328,9 +328,10 @@ def section_scaling_appenders(r: Results) -> str:
         return r.absent("scaling.json")
     first = sc["appenders"][0].get("events_per_s")
     rows = [[str(a["appenders"]), str(a["batch"]), f(a.get("events_per_s")), f(ratio(a.get("events_per_s"), first), ".2f"),
-             f(a.get("append_p50_ms"), ".2f"), f(a.get("append_p99_ms"), ".1f"), f(dig(a, "machine", "busy_cores"), ".2f")] for a in sc["appenders"]]
+             f(a.get("append_p50_ms"), ".2f"), f(a.get("append_p99_ms"), ".1f"), f(dig(a, "machine", "busy_cores"), ".2f"),
+             f(dig(a, "machine", "loadavg_1m_after"), ".1f")] for a in sc["appenders"]]
     return (f"From {r.cite('scaling.json')}:\n\n"
-            + table(["appenders", "events per append", "log events/s", "x 1 appender", "append p50 ms", "append p99 ms", "busy cores"], rows))
+            + table(["appenders", "events per append", "log events/s", "x 1 appender", "append p50 ms", "append p99 ms", "busy cores", "load average"], rows))
 
 
 def section_scaling_sagas(r: Results) -> str:
@@ -346,7 +347,8 @@ def section_scaling_sagas(r: Results) -> str:
         cells = [str(row["workers"])]
         for mode in modes:
             part = row.get(mode) or {}
-            cells.append(f"{f(part.get('sagas_per_s'), ',.1f')} ({f(part.get('unsat_p50_ms'), ',.0f')} ms; {f(part.get('cpu_ms_per_order'), '.1f')} ms CPU)")
+            retried = f"; {part['steps_retried']} steps retried" if part.get("steps_retried") else ""
+            cells.append(f"{f(part.get('sagas_per_s'), ',.1f')} ({f(part.get('unsat_p50_ms'), ',.0f')} ms; {f(part.get('cpu_ms_per_order'), '.1f')} ms CPU{retried})")
         cells.append(f"{f(row.get('busy_cores_before'), '.2f')}; {f(row.get('loadavg_1m'), '.1f')}")
         cells.append(f"`{row.get('file')}`")
         rows.append(cells)
@@ -379,7 +381,7 @@ def section_scaling_headroom(r: Results) -> str:
         busiest = max(per_db.items(), key=lambda kv: dig(kv[1], "per_order", "xact_commit") or 0, default=(None, {}))
         busiest_commits = dig(busiest[1], "per_order", "xact_commit")
         cpu = cpu_ms(sagas[mode])
-        hops = dig(sagas, mode, "unsat", "celery_per_order", "total")
+        hops = dig(sat, "celery_per_order", "total")
         rows.append([mode, f(dig(sat, "throughput_per_s"), ",.1f"),
                      f(ratio(2000.0, cpu), ",.0f"),
                      f(ratio(commit_ceiling, commits), ",.0f"),
@@ -399,7 +401,8 @@ def section_scaling_headroom(r: Results) -> str:
         f"relay that kept up with the writers in `scaling.json` ({f(writers_relay)}/s), over the 2 events per order of the busiest "
         "outbox (orders: OrderCreated, OrderApproved).",
         f"- the broker and the workers' task handling: the floor's hops per second (`sagas.json`: {f(floor_hops, ',.1f')} chains/s x 6 hops), "
-        "over the Celery task runs per order of the unsaturated run (every hop and every relay/subscriber run; saturated runs batch them).",
+        "over the Celery task runs per order of the saturated run (every saga hop and every relay/subscriber run, which batch many orders "
+        "there): what dispatching costs, not what the tasks do (that is in the CPU column).",
     ]
     return ("Orders per second at which each shared resource of this machine would run out, each the ceiling measured above "
             "over what one order costs in the saturated three-mode run (a ceiling for that resource alone; the first one hit is the limit):\n\n"
