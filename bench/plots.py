@@ -282,8 +282,8 @@ def plot_scaling(results: Path, out: Path) -> Path:
     loads = [dig(row, "machine", "loadavg_1m_after") for row in [*(data or {}).get("writers", []), *(data or {}).get("appenders", [])]]
     loads += [row.get("loadavg_1m") for row in (data or {}).get("sagas", [])]
     loads = [x for x in loads if x is not None]
-    load = f"; load average up to {max(loads):.1f} on {dig(data, 'machine', 'cpus')} cores during the run" if loads else ""
-    fig.suptitle("Ceilings on this machine as the load grows (bench/scaling.py)\n" + source(results, "scaling.json", data) + load, fontsize=9)
+    busy = f"; load average up to {max(loads):.1f} on {dig(data, 'machine', 'cpus')} cores during the run" if loads else ""
+    fig.suptitle("Ceilings on this machine as the load grows (bench/scaling.py)\n" + source(results, "scaling.json", data) + busy, fontsize=9)
     return save(fig, out / "scaling.png")
 
 
