@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test test-pg bench migrate superuser lint typecheck deploy-check clean services-start services-stop
+.PHONY: run test test-pg bench bench-quick bench-plots bench-report bench-tools migrate superuser lint typecheck deploy-check clean services-start services-stop
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -57,8 +57,27 @@ deploy-check: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-bench: $(STAMP)
-	$(PY) bench/append.py
+## bench: every benchmark (bench/all.py: append, replay, query, readyourwrites, sagas solo and
+## prefork, scaling), then the plots (docs/bench/*.png) and the generated tables in the docs
+bench: $(STAMP) bench-tools
+	$(PY) bench/all.py
+
+## bench-quick: every benchmark's --quick form into bench/results/quick/ (the plumbing, in minutes)
+bench-quick: $(STAMP) bench-tools
+	$(PY) bench/all.py --quick
+
+## bench-plots: redraw docs/bench/*.png from bench/results/ (no benchmark runs)
+bench-plots: $(STAMP)
+	$(PY) bench/plots.py
+
+## bench-report: rewrite the benchmark tables of README.md, docs/modes.md, docs/scaling.md from bench/results/
+bench-report: $(STAMP)
+	$(PY) bench/report.py
+
+# bench/query.py drives the load with wrk (Debian's package), and the scripts start PostgreSQL
+# through scripts/services.sh, which installs its own packages.
+bench-tools:
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 
 services-start:
 	bash scripts/services.sh start

@@ -31,6 +31,13 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVICES_SCRIPT = BASE_DIR / "scripts" / "services.sh"
 
 
+def services_dir(suffix: str = "") -> Path:
+    """Where a bench keeps its private PostgreSQL + Redis: ``$BENCH_SERVICES_DIR`` (default
+    ``/tmp/bench-services``) plus ``suffix``, so two worktrees' runs never share or stop each
+    other's servers (``BENCH_SERVICES_DIR=/tmp/me-bench make bench``)."""
+    return Path(os.environ.get("BENCH_SERVICES_DIR", "/tmp/bench-services") + suffix)
+
+
 # =========================================================================================
 # Process plumbing (parent side)
 # =========================================================================================

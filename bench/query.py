@@ -71,7 +71,7 @@ import _common as common  # noqa: E402
 from _common import BASE_DIR, RESULTS_DIR, fmt, verdict  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
-PG_SERVICES_DIR = Path("/tmp/bench-services-rq-query")
+PG_SERVICES_DIR = common.services_dir("-rq-query")
 SETTINGS = "bench.bare_settings"
 THROTTLE_RATE = "100000000/minute"
 USERNAME = "bench-query"

@@ -57,7 +57,7 @@ import _common as common  # noqa: E402
 from _common import RESULTS_DIR, fmt, log, verdict  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
-PG_SERVICES_DIR = Path("/tmp/bench-services-rq")
+PG_SERVICES_DIR = common.services_dir("-rq")
 WORKER_TIMEOUT = 1200
 PG_RATE_GOAL = 20_000.0
 FLOOR_FACTOR_GOAL = 3.0

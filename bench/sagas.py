@@ -16,7 +16,7 @@ Run from the repository root::
 Set-up: a private PostgreSQL 15 + Redis (``scripts/services.sh start /tmp/bench-services-sagas``,
 wiped first so the databases are fresh, stopped at the end), ``manage.py migrate_all``, a
 superuser and its DRF token (``createsuperuser --noinput``, ``drf_create_token``). Then, through
-``config.launcher.Stack``: two Celery workers, each consuming all five queues
+``config.launcher.Stack``: two Celery workers (``--workers``), each consuming all five queues
 (``-Q orders,customers,sagas,eventlog,readmodels``), beat, and gunicorn with 2 workers. Every one
 of them runs with ``DJANGO_SETTINGS_MODULE=bench.saga_settings``: the project's settings plus the
 floor's no-op tasks (bench/noop_tasks.py), so the saga runs and the floor run use the very same
@@ -129,7 +129,7 @@ from _common import BASE_DIR, RESULTS_DIR  # noqa: E402
 sys.path.insert(0, str(BASE_DIR))
 from config.launcher import QUEUES, Stack  # noqa: E402
 
-SERVICES_DIR = Path("/tmp/bench-services-sagas")
+SERVICES_DIR = common.services_dir("-sagas")
 SETTINGS = "bench.saga_settings"
 USERNAME = "bench-sagas"
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
@@ -465,7 +465,7 @@ class Bench:
         assert self.stack is not None
         pool, concurrency = self.args.pool, self.args.concurrency
         self.worker_names = []
-        for index in (1, 2):
+        for index in range(1, self.args.workers + 1):
             name = f"worker{index}"
             argv = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", ",".join(QUEUES), "-n", f"bench{index}@%h",
                     "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
@@ -488,7 +488,7 @@ class Bench:
     def stack_up(self) -> None:
         self.stack = Stack(env=self.env, run_dir=self.tmp / "run", log_dir=self.tmp / "log", echo=False)
         self.port = free_port()
-        progress(f"starting 2 workers (-Q {','.join(QUEUES)}, --pool {self.args.pool} --concurrency {self.args.concurrency}), beat, "
+        progress(f"starting {self.args.workers} workers (-Q {','.join(QUEUES)}, --pool {self.args.pool} --concurrency {self.args.concurrency}), beat, "
                  f"gunicorn --workers 2 on 127.0.0.1:{self.port}")
         self.start_workers()
         self.stack.start_beat()
@@ -1441,7 +1441,7 @@ def render(results: dict[str, Any]) -> str:
     cfg = results["config"]
     modes = cfg["modes"]
     lines = [f"Create-order sagas, {' vs '.join(modes)}, vs the bare Celery floor  (PostgreSQL {results.get('info', {}).get('postgres', '?')}, "
-             f"Redis {results.get('info', {}).get('redis', '?')}; 2 workers x --pool {cfg['pool']} --concurrency {cfg['concurrency']}, "
+             f"Redis {results.get('info', {}).get('redis', '?')}; {cfg.get('workers', 2)} workers x --pool {cfg['pool']} --concurrency {cfg['concurrency']}, "
              f"all 5 queues each; beat; gunicorn 2 workers; WAKE_COALESCE_SECONDS {cfg['wake_coalesce_seconds']}"
              + ("; DIAGNOSTIC --wake-by-type: the relay wakes only subscribers that take a relayed type" if cfg.get("wake_by_type") else "") + ")"]
     if not s:
@@ -1622,6 +1622,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="client threads in the saturated runs")
     parser.add_argument("--pool", default="solo", choices=("solo", "prefork", "threads"), help="Celery pool of both workers (default solo; see bench/README.md)")
     parser.add_argument("--concurrency", type=int, default=1, help="pool size per worker (solo is always 1)")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes, each consuming all five queues (default 2; bench/scaling.py runs 1, 2 and 4)")
     parser.add_argument("--rate", type=float, default=None, help="diagnostic: pace the saturated runs' submissions at this many per second "
                         "(open loop) instead of as fast as the threads go")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for a saturated run to finish")
@@ -1653,7 +1654,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "sagas", "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": common.machine_info(),
         "config": {"n": args.n, "unsat": args.unsat, "threads": args.threads, "pool": args.pool, "concurrency": args.concurrency,
-                   "workers": 2, "queues": list(QUEUES), "gunicorn_workers": 2, "settings": SETTINGS, "order_total": ORDER_TOTAL,
+                   "workers": args.workers, "queues": list(QUEUES), "gunicorn_workers": 2, "settings": SETTINGS, "order_total": ORDER_TOTAL,
                    "credit_limit": CREDIT_LIMIT, "floor_hop_queues": HOP_QUEUES, "warmup": 20, "rate": args.rate, "quick": args.quick, "profile": args.profile,
                    "modes": args.modes, "wake_coalesce_seconds": args.wake_coalesce if args.wake_coalesce is not None else DEFAULT_WAKE_COALESCE_SECONDS,
                    "wake_by_type": args.wake_by_type},
@@ -1667,7 +1668,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(2)
     busy = meter.stop()["busy_cores"]
     results["busy_cores_before"] = busy
-    progress(f"saga bench: modes {','.join(args.modes)}, N={args.n}, unsaturated {args.unsat}, {args.threads} threads, --pool {args.pool} --concurrency {args.concurrency}; "
+    progress(f"saga bench: modes {','.join(args.modes)}, N={args.n}, unsaturated {args.unsat}, {args.threads} threads, {args.workers} workers, --pool {args.pool} --concurrency {args.concurrency}; "
              f"busy cores over the 2 s before: {busy}")
     if busy is not None and busy > 0.2:
         results["notes"].append(f"{busy} cores were busy in the 2 s before the run: something else was using the CPU")
