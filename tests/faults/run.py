@@ -863,14 +863,15 @@ class FaultRun:
         return table
 
     def during(self, start: float, end: float | None = None) -> str:
-        """The fault whose window [its start, its end + 5 s] overlaps [start, end]."""
+        """The latest fault begun by ``end`` whose window (its span, then 5 s) reaches ``start``."""
         end = end or start
+        found, latest = "no fault at that moment", -1.0
         for fault in self.faults:
             at = dt.datetime.fromisoformat(fault["at"]).timestamp()
             lasted = fault.get("seconds") or fault.get("downtime_s") or 0
-            if at - 1 <= end and start <= at + lasted + 5:
-                return fault["kind"] + (f" ({fault['alias']})" if "alias" in fault else "")
-        return "no fault at that moment"
+            if at - 1 <= end and start <= at + lasted + 5 and at > latest:
+                found, latest = fault["kind"] + (f" ({fault['alias']})" if "alias" in fault else ""), at
+        return found
 
     def orders_table(self) -> dict[str, dict[str, int]]:
         from orders.models import Order
