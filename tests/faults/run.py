@@ -224,6 +224,7 @@ class FaultRun:
         self.pause_duplicates = threading.Event()
         self.late_tasks: list[tuple[str, str]] = []  # (kind, task id) of every duplicate sent
         self.baseline: dict[str, Any] = {}
+        self.measured: set[str] = set()  # sagas and flows whose recovery a fault measures
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -482,10 +483,12 @@ class FaultRun:
 
         customer = self.customer(RICH_LIMIT)
         kind = "worker SIGKILL mid-step (orchestration)" if whole else "pool child SIGKILL mid-step (orchestration)"
+        self.pause_duplicates.set()  # the recovery measured is the system's own, not helped by a duplicate
         with customer_locked(customer):
             order = self.new_order(0, mode="orchestration", kind="rich", customer=customer, cancel=False, source="fault")
             self.place(order, deadline=time.time() + 60)
             assert order.saga_id, order.failed
+            self.measured.add(order.saga_id)
             step = eventually(lambda: SagaStep.objects.using("sagas").filter(saga_id=order.saga_id, name="reserve_credit", kind="forward").first(), timeout=90, message="the reserve step to be sent")
             command_id = str(step.command_id)
             node, task = self.blocked_task(lambda t: t["name"] == "customers.credit_reserve" and t["args"] and isinstance(t["args"][0], dict) and t["args"][0].get("command_id") == command_id, "credit_reserve")
@@ -518,6 +521,10 @@ class FaultRun:
             eventually(lambda: needle in self.log_text(name), timeout=30, message="the worker to log its child's death")
             proof["worker_log"] = needle
         self.record(kind, at=utc(at), lock_released_at=utc(released), saga_id=order.saga_id, order_id=order.order_id, worker=name, proof=proof)
+        from sagas.models import SagaInstance
+
+        eventually(lambda: SagaInstance.objects.using("sagas").filter(id=order.saga_id, ended_at__isnull=False).exists(), timeout=180, interval=0.25, message="the killed saga to finish")
+        self.pause_duplicates.clear()
 
     def kill_worker_mid_handler(self) -> None:
         """The customers context's choreography handler provably executing an ``OrderCreated``
@@ -526,6 +533,7 @@ class FaultRun:
         from tests.e2e.helpers import customer_locked
 
         customer = self.customer(RICH_LIMIT)
+        self.pause_duplicates.set()  # no duplicate wake-up may speed up the recovery measured
         with customer_locked(customer):
             order = self.new_order(0, mode="choreography", kind="rich", customer=customer, cancel=False, source="fault")
             self.place(order, deadline=time.time() + 60)
@@ -547,6 +555,11 @@ class FaultRun:
         proof = {"celery_task": task["id"], "executing_in": node, "worker_pid": task["worker_pid"], "subscriber": "customers.choreography",
                  "credit_reserved_before_kill": reserved}
         self.record("worker SIGKILL mid-handler (choreography)", at=utc(at), lock_released_at=utc(released), order_id=order.order_id, saga_id=order.saga_id, worker=name, proof=proof)
+        from orders.models import Order
+        from tests.conftest import eventually
+
+        eventually(lambda: Order.objects.using("orders").filter(id=order.order_id, state="APPROVED").exists(), timeout=180, interval=0.25, message="the killed handler's flow to decide")
+        self.pause_duplicates.clear()
 
     def restart_redis(self) -> None:
         import redis
@@ -655,7 +668,8 @@ class FaultRun:
             if self.pause_duplicates.is_set():
                 continue
             try:
-                steps = list(SagaStep.objects.using("sagas").order_by("-id")[:40])
+                # Not the sagas whose recovery a fault is measuring: a duplicate would speed it up.
+                steps = list(SagaStep.objects.using("sagas").exclude(saga_id__in=list(self.measured)).order_by("-id")[:40])
                 for step in self.rng.sample(steps, min(3, len(steps))):
                     message = step_message(step)
                     self.late_tasks.append(("command delivered twice", str(app.send_task(step.command, args=(message,)).id)))
@@ -863,14 +877,16 @@ class FaultRun:
         return table
 
     def during(self, start: float, end: float | None = None) -> str:
-        """The latest fault begun by ``end`` whose window (its span, then 5 s) reaches ``start``."""
-        end = end or start
-        found, latest = "no fault at that moment", -1.0
+        """The fault that hit a moment (the latest one begun by then, within its span and 5 s),
+        or a span from ``start`` to ``end`` (the earliest one whose window overlaps it: the
+        fault the order met first, even if its answer came during a later one)."""
+        found, best = "no fault at that moment", None
         for fault in self.faults:
             at = dt.datetime.fromisoformat(fault["at"]).timestamp()
             lasted = fault.get("seconds") or fault.get("downtime_s") or 0
-            if at - 1 <= end and start <= at + lasted + 5 and at > latest:
-                found, latest = fault["kind"] + (f" ({fault['alias']})" if "alias" in fault else ""), at
+            if at - 1 <= (end or start) and start <= at + lasted + 5:
+                if best is None or (at > best if end is None else at < best):
+                    found, best = fault["kind"] + (f" ({fault['alias']})" if "alias" in fault else ""), at
         return found
 
     def orders_table(self) -> dict[str, dict[str, int]]:
