@@ -979,7 +979,7 @@ class FaultRun:
             results["config"]["rate_per_s"] = round(rate, 2)
             stop = threading.Event()
             log(f"placing {self.args.orders} orders at {rate:.2f}/s while the faults run (about {planned:.0f} s)")
-            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="client") as pool:
+            with ThreadPoolExecutor(max_workers=64, thread_name_prefix="client") as pool:
                 loader = threading.Thread(target=self.load, args=(self.args.orders, rate, pool, stop), name="load", daemon=True)
                 loader.start()
                 duplicator = threading.Thread(target=self.duplicates, args=(stop,), name="duplicates", daemon=True)
