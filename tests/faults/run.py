@@ -163,6 +163,14 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "packages": packages}
 
 
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "changed_files": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
+
+
 # =========================================================================================
 # One client order
 # =========================================================================================
@@ -963,6 +971,7 @@ class FaultRun:
             "run": "faults-short" if self.short else "faults",
             "command": " ".join(["python", "-m", "tests.faults", *sys.argv[1:]]),
             "machine": machine(),
+            "git": git_state(),
             "started_at": utc(started),
             "config": {"orders": self.args.orders, "outage_seconds": self.args.outage_seconds, "rate_per_s": None, "seed": self.args.seed,
                        "processes": "gunicorn --workers 2; 2 x celery worker --pool prefork --concurrency 2 -Q orders,customers,sagas,eventlog,readmodels; celery beat",
