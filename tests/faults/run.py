@@ -608,6 +608,7 @@ class FaultRun:
         import psycopg
         from django.db import connections
 
+        from eventlog.twophase import prepared_list
         from tests.e2e.test_two_phase import Coordinator, _ours_prepared
 
         settings = connections["customers"].settings_dict
@@ -622,11 +623,12 @@ class FaultRun:
             at = time.time()
             coordinator.kill()
             held = [g for g in _ours_prepared() if str(transaction_id) in g]
+            prepared_at = min((p.prepared_at.timestamp() for a in ("orders", "customers") for p in prepared_list(a) if p.gid in held), default=None)
             expected = {"prepared:orders": 1, "prepared:customers": 2, "decided": 2, "committed:orders": 1}[point]
             if len(held) != expected:
                 raise FaultNotProven(f"coordinator killed at {point}: {held} prepared, {expected} expected")
             fault = self.record("2PC coordinator SIGKILL", at=utc(at), point=point, transaction_id=str(transaction_id), customer_id=customer,
-                                proof={"prepared_after_kill": held})
+                                first_prepared_at=utc(prepared_at) if prepared_at else None, proof={"prepared_after_kill": held})
             if point in ("prepared:customers", "decided"):
                 # The prepared customers branch holds the customer's row: a writer waits on it.
                 def wait_on_row(fault: dict[str, Any] = fault, customer: str = customer, at: float = at) -> None:
@@ -945,7 +947,9 @@ class FaultRun:
                 finishing = [e for e in entries if e.phase in ("commit", "rollback") and e.actor != "coordinator"]
                 decision = next((e for e in entries if e.phase == "decision"), None)
                 prepared = [e for e in entries if e.phase == "prepare"]
-                first_prepare = min((e.at for e in prepared), default=None)
+                # pg_prepared_xacts' own time, at the kill (the log has no prepare row when the
+                # coordinator died before its decision: those rows are written with it).
+                first_prepare = dt.datetime.fromisoformat(fault["first_prepared_at"]) if fault.get("first_prepared_at") else min((e.at for e in prepared), default=None)
                 last_finish = max((e.at for e in finishing), default=None)
                 saga = SagaInstance.objects.using("sagas").get(id=fault["transaction_id"])
                 fault["cost"] = {
@@ -957,6 +961,8 @@ class FaultRun:
                 }
                 two_pc.append((fault["point"], fault["cost"]))
         result["2pc"] = {point: {"prepared_held_after_kill_s": dist([c["prepared_held_after_kill_s"] for p, c in two_pc if p == point and c["prepared_held_after_kill_s"] is not None]),
+                                 "prepared_held_since_first_prepare_s": dist([c["prepared_held_since_first_prepare_s"] for p, c in two_pc
+                                                                              if p == point and c["prepared_held_since_first_prepare_s"] is not None]),
                                  "row_lock_waited_s": dist([c["row_lock_waited_s"] for p, c in two_pc if p == point and c["row_lock_waited_s"] is not None]),
                                  "decision": sorted({str(c["decision"]) for p, c in two_pc if p == point}),
                                  "finished_by": sorted({a for p, c in two_pc if p == point for a in c["finished_by"]})}
