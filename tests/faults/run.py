@@ -584,7 +584,19 @@ class FaultRun:
         after = pid_file.read_text().strip()
         if after == before:
             raise FaultNotProven("redis-server has the same pid after its restart")
-        self.record("Redis restarted", at=utc(at), seconds=seconds(time.time() - at), proof={"pid_before": before, "pid_after": after, "queued_messages_lost": queued})
+        restarted = time.time()
+        # The positive sign that the workers consume again: a task sent now is handled.
+        from config.celery_app import app
+        from tests.conftest import eventually
+
+        probe = str(app.send_task("sagas.sweep").id)
+        eventually(lambda: probe in self.finished_tasks(), timeout=120, interval=0.25, message="a task to be handled after the Redis restart")
+        self.record("Redis restarted", at=utc(at), seconds=seconds(restarted - at), workers_consuming_again_after_s=seconds(time.time() - at),
+                    proof={"pid_before": before, "pid_after": after, "queued_messages_lost": queued})
+        # The next fault starts once this one's window (its span and 5 s) is over, so that what
+        # the client meets is put down to the right fault.
+        while time.time() < restarted + 6:
+            time.sleep(0.2)
 
     def kill_web(self) -> None:
         web = self.stack.processes["web"]
