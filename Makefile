@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test test-pg bench bench-quick bench-plots bench-report bench-tools migrate superuser lint typecheck deploy-check clean services-start services-stop
+.PHONY: run test test-pg faults faults-short bench bench-quick bench-plots bench-report bench-tools migrate superuser lint typecheck deploy-check clean services-start services-stop
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -34,6 +34,15 @@ test: $(STAMP)
 ## test-pg: the same suite against a private PostgreSQL + Redis (scripts/services.sh)
 test-pg: $(STAMP)
 	bash scripts/test-pg.sh
+
+## faults: the fault run (tests/faults/run.py): the production processes on a private PostgreSQL + Redis,
+## 1,000 orders in the three modes under every fault, then every invariant; bench/results/faults.json
+faults: $(STAMP)
+	$(PY) -m tests.faults
+
+## faults-short: the same in about 2 minutes (150 orders, 10 s outages); .ci/run runs it
+faults-short: $(STAMP)
+	$(PY) -m tests.faults --short
 
 ## lint: ruff (pyflakes, bugbear, import order, pyupgrade) over the project
 lint: $(STAMP)

@@ -3,8 +3,9 @@
 Every error is rendered as ``{"message": ..., "extra": {...}}``: an ``ApplicationError`` (the
 hierarchy in ``eventlog.errors``) with its own status; a ``DomainError`` as 409 when it says it
 is a state conflict (``conflict = True``) and 400 otherwise; a lost optimistic-concurrency race
-as 409. The handler knows no context: each domain error declares what it means. Nothing else
-leaks a traceback. The input helpers every API uses live in ``eventlog.http``.
+as 409; a database unreachable (``eventlog.commands.TRANSIENT_ERRORS``) as 503 with
+``Retry-After``. The handler knows no context: each domain error declares what it means.
+Nothing else leaks a traceback. The input helpers every API uses live in ``eventlog.http``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from eventlog.commands import TRANSIENT_ERRORS
 from eventlog.domain import ConcurrencyError, DomainError
-from eventlog.errors import ApplicationError
+from eventlog.errors import ApplicationError, Unavailable
+
+#: What a client is told to wait before it tries again when a database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 
 def error_body(message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,6 +48,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # json refuses a body nested too deeply (e.g. 20,000 "[") with RecursionError, which
         # DRF's JSONParser does not turn into a ParseError: it is malformed input, not a 500.
         exc = exceptions.ParseError("JSON parse error - nested too deeply.")
+    if isinstance(exc, TRANSIENT_ERRORS):
+        # A database the request needs is unreachable (a failover, a restart: brief section 6).
+        # Its transaction rolled back; the request may be sent again (with its Idempotency-Key).
+        exc = Unavailable(
+            "A database this request needs is unreachable right now; try again.",
+            {"retry_after_seconds": DATABASE_RETRY_AFTER_SECONDS},
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.message, exc.extra), status=exc.status, headers=exc.headers)
     if isinstance(exc, DomainError):
