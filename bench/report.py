@@ -69,9 +69,11 @@ class Results:
 
     def cite(self, name: str) -> str:
         data = self.get(name) or {}
-        when = str(data.get("timestamp") or data.get("when") or "?")[:16].replace("T", " ")
+        when = str(data.get("timestamp") or data.get("when") or data.get("started_at") or "?")[:16].replace("T", " ")
         quick = " `--quick`," if dig(data, "config", "quick") or data.get("quick") else ""
         command = data.get("command") or COMMANDS.get(name, "?")
+        if command.startswith("python "):
+            command = command.removeprefix("python ")
         if not command.startswith((".venv/", "make ")):
             command = ".venv/bin/python " + command
         return f"`{self.rel(name)}` ({when} UTC,{quick} `{command}`)"
@@ -292,15 +294,40 @@ def section_modes_faults(r: Results) -> str:
         return ("*Placeholder: this section is rendered from `bench/results/faults.json`, which the fault run "
                 "(`make faults`, tests/faults/) writes; that file does not exist yet. "
                 "Rerun `make bench-report` once it does.*\n")
-    out = [f"From {r.cite('faults.json')}.\n"]
-    rows = data.get("mid_flight") or data.get("death_mid_flight")
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        out.append(table(keys, [[str(row.get(k, "")) for k in keys] for row in rows]))
-    elif isinstance(data.get("table"), str):
-        out.append("```text\n" + data["table"].rstrip() + "\n```\n")
-    else:
-        out.append("Keys in the file: " + ", ".join(f"`{k}`" for k in data) + " (no `mid_flight` rows to tabulate).\n")
+    config = data.get("config", {})
+    out = [f"From {r.cite('faults.json')}: {config.get('orders', '?')} orders, outages of {config.get('outage_seconds', '?'):g} s, "
+           f"{config.get('processes', '')}; {config.get('timings', '')}. "
+           f"Violations: {len(data.get('violations') or [])}; passed: {'yes' if data.get('passed') else 'NO'}.\n"]
+    costs = data.get("costs") or {}
+
+    def median(stats: Any) -> str:
+        return f(stats.get("median"), ".1f") if isinstance(stats, dict) and stats.get("n") else "n/a"
+
+    rows = []
+    for mode, stats in (costs.get("baseline_latency_s") or {}).items():
+        rows.append([mode, "none (baseline)", "order decided", median(stats), "", ""])
+    for kind, figures in (costs.get("orchestration") or {}).items():
+        rows.append(["orchestration", kind, "saga resumed / finished after the kill", f"{median(figures.get('resumed_after_kill_s'))} / {median(figures.get('finished_after_kill_s'))}", "", ""])
+    chor = costs.get("choreography") or {}
+    if chor:
+        rows.append(["choreography", "the handler's worker SIGKILLed mid-handler", "order decided / trace ended after the kill",
+                     f"{median(chor.get('decided_after_kill_s'))} / {median(chor.get('trace_ended_after_kill_s'))}", "", ""])
+    for point, figures in (costs.get("2pc") or {}).items():
+        rows.append(["2pc", f"coordinator SIGKILLed at `{point}`", "prepared branches held (their row locks) until finished",
+                     median(figures.get("prepared_held_after_kill_s")), median(figures.get("row_lock_waited_s")),
+                     ", ".join(sorted(set(figures.get("decision") or []))) + " by " + ", ".join(sorted(set(figures.get("finished_by") or [])))])
+    if rows:
+        out.append("Medians, in seconds, measured in that run:\n")
+        out.append(table(["mode", "fault", "what is measured", "seconds", "a writer on the customer's row waited, s", "decision, finished by"], rows))
+    injected = data.get("faults_injected") or {}
+    if injected:
+        out.append("Faults injected (each proven, see tests/faults/run.py):\n")
+        out.append(table(["fault", "count"], [[kind, str(n)] for kind, n in injected.items()]))
+    orders = data.get("orders") or {}
+    if orders:
+        states = list(dict.fromkeys(state for by_state in orders.values() for state in by_state))
+        out.append("Orders per mode and final state:\n")
+        out.append(table(["mode", *states], [[mode, *[str(by_state.get(state, 0)) for state in states]] for mode, by_state in orders.items()]))
     return "\n".join(out)
 
 
