@@ -7,6 +7,7 @@ Django's HTML 500 page here (tests/faults)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -23,7 +24,7 @@ pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True, databas
 def test_an_order_placed_while_its_database_is_unreachable_is_503_and_can_be_sent_again(api: APIClient, alias: str, mode: str) -> None:
     customer = customer_create(name="Ada", credit_limit="100.00")
     body = {"customer_id": str(customer.id), "total": "10.00", "mode": mode}
-    key = {"HTTP_IDEMPOTENCY_KEY": str(uuid.uuid4())}
+    key: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": str(uuid.uuid4())}  # WSGI extras: post(**extra: Any)
     before = all_counts()
     with database_unreachable(alias):
         response = api.post("/api/orders/", body, format="json", **key)

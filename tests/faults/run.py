@@ -57,10 +57,15 @@ import time
 import traceback
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # What `celery inspect active` answers per task: a TypedDict of celery-types' stubs only.
+    from celery.app.control import _TaskInfo as TaskInfo
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
@@ -72,8 +77,8 @@ TWO_PC_POINTS = ("prepared:orders", "prepared:customers", "decided", "committed:
 RICH_LIMIT = "10000000.00"
 POOR_LIMIT = "1.00"
 
-#: Every kind of fault, in the order of the table, and the form's count of each.
-FAULT_KINDS = {
+#: The faults the schedule injects, and each form's count (short, full).
+SCHEDULED_FAULTS: dict[str, tuple[int, int]] = {
     "worker SIGKILL mid-step (orchestration)": (1, 3),
     "pool child SIGKILL mid-step (orchestration)": (1, 2),
     "worker SIGKILL mid-handler (choreography)": (1, 3),
@@ -81,13 +86,18 @@ FAULT_KINDS = {
     "web server SIGKILL": (1, 2),
     "2PC coordinator SIGKILL": (4, 8),
     "context database unreachable": (5, 5),
-    "command delivered twice": (None, None),
-    "command delivered late": (None, None),
-    "reply delivered twice": (None, None),
-    "reply delivered late": (None, None),
-    "wake-up delivered twice": (None, None),
-    "outbox event relayed twice": (None, None),
 }
+#: The duplicate and late deliveries sent all along: no set count, at least one of each.
+DELIVERY_FAULTS = (
+    "command delivered twice",
+    "command delivered late",
+    "reply delivered twice",
+    "reply delivered late",
+    "wake-up delivered twice",
+    "outbox event relayed twice",
+)
+#: Every kind of fault, in the order of the table, and the form's count of each.
+FAULT_KINDS: dict[str, tuple[int, int] | tuple[None, None]] = {**SCHEDULED_FAULTS, **{kind: (None, None) for kind in DELIVERY_FAULTS}}
 
 
 def log(message: str) -> None:
@@ -305,7 +315,7 @@ class FaultRun:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """One HTTP call; a connection error is status 0 (the web server is down)."""
         try:
-            return self.api.call(method, path, body, headers)  # type: ignore[no-any-return]
+            return self.api.call(method, path, body, headers)
         except OSError as exc:
             return 0, {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -411,12 +421,25 @@ class FaultRun:
                 self.place(order, deadline=time.time() + 60)
                 assert order.order_id, order.failed
                 placed.append(order)
-                eventually(lambda o=order: Order.objects.using("orders").filter(id=o.order_id, state="APPROVED").exists(), timeout=60, interval=0.05, message="a warm-up order")
+                placed_id = order.order_id
+
+                def approved(order_id: str = placed_id) -> bool:
+                    return Order.objects.using("orders").filter(id=order_id, state="APPROVED").exists()
+
+                eventually(approved, timeout=60, interval=0.05, message="a warm-up order")
         latency: dict[str, list[float]] = defaultdict(list)
         for order in placed:
+            assert order.order_id is not None  # each one asserted placed before it was appended
             row = Order.objects.using("orders").get(id=order.order_id)
             if order.mode == "orchestration":
-                saga = eventually(lambda o=order: SagaInstance.objects.using("sagas").filter(id=o.saga_id, ended_at__isnull=False).first(), timeout=30)
+                assert order.saga_id is not None  # place() sets it with the order_id asserted above
+                saga_id = order.saga_id
+
+                def ended(saga_id: str = saga_id) -> SagaInstance | None:
+                    return SagaInstance.objects.using("sagas").filter(id=saga_id, ended_at__isnull=False).first()
+
+                saga = eventually(ended, timeout=30)
+                assert saga.ended_at is not None  # the filter above: ended_at__isnull=False
                 latency[order.mode].append(saga.ended_at.timestamp() - order.posted_at)
             elif order.mode == "choreography":
                 latency[order.mode].append(row.updated_at.timestamp() - order.posted_at)
@@ -435,7 +458,7 @@ class FaultRun:
         log(f"fault: {kind}: {', '.join(f'{k}={v}' for k, v in details.items() if k in ('at', 'worker', 'point', 'alias', 'seconds', 'downtime_s'))}")
         return fault
 
-    def active(self, match: Any) -> tuple[str, dict[str, Any]] | None:
+    def active(self, match: Callable[[TaskInfo], object]) -> tuple[str, TaskInfo] | None:
         from config.celery_app import app
 
         replies = app.control.inspect(timeout=1.0).active() or {}
@@ -465,12 +488,12 @@ class FaultRun:
                     found.append(path.stem)
         return found
 
-    def blocked_task(self, match: Any, what: str) -> tuple[str, dict[str, Any]]:
+    def blocked_task(self, match: Callable[[TaskInfo], object], what: str) -> tuple[str, TaskInfo]:
         """A task that ``celery inspect active`` shows executing twice, a second apart: it is
         blocked inside its task (on the row lock the run holds), not merely passing through."""
         from tests.conftest import eventually
 
-        def twice() -> tuple[str, dict[str, Any]] | None:
+        def twice() -> tuple[str, TaskInfo] | None:
             first = self.active(match)
             if first is None:
                 return None
@@ -496,8 +519,9 @@ class FaultRun:
             order = self.new_order(0, mode="orchestration", kind="rich", customer=customer, cancel=False, source="fault")
             self.place(order, deadline=time.time() + 60)
             assert order.saga_id, order.failed
-            self.measured.add(order.saga_id)
-            step = eventually(lambda: SagaStep.objects.using("sagas").filter(saga_id=order.saga_id, name="reserve_credit", kind="forward").first(), timeout=90, message="the reserve step to be sent")
+            saga_id = order.saga_id
+            self.measured.add(saga_id)
+            step = eventually(lambda: SagaStep.objects.using("sagas").filter(saga_id=uuid.UUID(saga_id), name="reserve_credit", kind="forward").first(), timeout=90, message="the reserve step to be sent")
             command_id = str(step.command_id)
             node, task = self.blocked_task(lambda t: t["name"] == "customers.credit_reserve" and t["args"] and isinstance(t["args"][0], dict) and t["args"][0].get("command_id") == command_id, "credit_reserve")
             step.refresh_from_db()
@@ -531,7 +555,7 @@ class FaultRun:
         self.record(kind, at=utc(at), lock_released_at=utc(released), saga_id=order.saga_id, order_id=order.order_id, worker=name, proof=proof)
         from sagas.models import SagaInstance
 
-        eventually(lambda: SagaInstance.objects.using("sagas").filter(id=order.saga_id, ended_at__isnull=False).exists(), timeout=180, interval=0.25, message="the killed saga to finish")
+        eventually(lambda: SagaInstance.objects.using("sagas").filter(id=saga_id, ended_at__isnull=False).exists(), timeout=180, interval=0.25, message="the killed saga to finish")
         self.pause_duplicates.clear()
 
     def kill_worker_mid_handler(self) -> None:
@@ -546,6 +570,7 @@ class FaultRun:
             order = self.new_order(0, mode="choreography", kind="rich", customer=customer, cancel=False, source="fault")
             self.place(order, deadline=time.time() + 60)
             assert order.order_id, order.failed
+            order_id = order.order_id
             node, task = self.blocked_task(lambda t: t["name"] == "eventlog.subscriber_advance" and list(t["args"]) == ["customers.choreography"], "the customers choreography handler")
             name = self.worker_process(node)
             process = self.stack.processes[name]
@@ -566,7 +591,7 @@ class FaultRun:
         from orders.models import Order
         from tests.conftest import eventually
 
-        eventually(lambda: Order.objects.using("orders").filter(id=order.order_id, state="APPROVED").exists(), timeout=180, interval=0.25, message="the killed handler's flow to decide")
+        eventually(lambda: Order.objects.using("orders").filter(id=order_id, state="APPROVED").exists(), timeout=180, interval=0.25, message="the killed handler's flow to decide")
         self.pause_duplicates.clear()
 
     def restart_redis(self) -> None:
@@ -721,21 +746,21 @@ class FaultRun:
         run; the outages wait until it has, so that a database outage does not lengthen the
         time a prepared transaction is held (the 2PC cost measured here is the resolver's)."""
         form = 0 if self.short else 1
-        rounds = FAULT_KINDS["2PC coordinator SIGKILL"][form] // len(TWO_PC_POINTS)
+        rounds = SCHEDULED_FAULTS["2PC coordinator SIGKILL"][form] // len(TWO_PC_POINTS)
         transactions = self.kill_coordinators()
-        for _ in range(FAULT_KINDS["worker SIGKILL mid-step (orchestration)"][form]):
+        for _ in range(SCHEDULED_FAULTS["worker SIGKILL mid-step (orchestration)"][form]):
             self.kill_worker_mid_step(whole=True)
-        for _ in range(FAULT_KINDS["pool child SIGKILL mid-step (orchestration)"][form]):
+        for _ in range(SCHEDULED_FAULTS["pool child SIGKILL mid-step (orchestration)"][form]):
             self.kill_worker_mid_step(whole=False)
-        for _ in range(FAULT_KINDS["worker SIGKILL mid-handler (choreography)"][form]):
+        for _ in range(SCHEDULED_FAULTS["worker SIGKILL mid-handler (choreography)"][form]):
             self.kill_worker_mid_handler()
         self.wait_in_doubt_finished(transactions)
         for _ in range(rounds - 1):
             self.wait_in_doubt_finished(self.kill_coordinators())
-        for _ in range(FAULT_KINDS["Redis restarted"][form]):
+        for _ in range(SCHEDULED_FAULTS["Redis restarted"][form]):
             self.restart_redis()
             self.kill_web()
-        for _ in range(FAULT_KINDS["web server SIGKILL"][form] - FAULT_KINDS["Redis restarted"][form]):
+        for _ in range(SCHEDULED_FAULTS["web server SIGKILL"][form] - SCHEDULED_FAULTS["Redis restarted"][form]):
             self.kill_web()
         for alias in CONTEXT_DATABASES:
             self.database_outage(alias, self.args.outage_seconds)
@@ -857,14 +882,15 @@ class FaultRun:
         # Each client order: it exists, in its mode, and ended as its customer allowed.
         rows = {str(r[0]): r[1:] for r in Order.objects.using("orders").values_list("id", "mode", "state", "rejection_reason")}
         outcome_violations = []
-        aborted_2pc = Counter()
+        aborted_2pc: Counter[str] = Counter()
         for order in self.orders:
             if order.failed:
                 self.violations.append(f"order {order.key} ({order.mode}) was never placed: {order.failed}")
                 continue
             row = rows.get(order.order_id or "")
             if row is None:
-                if order.mode == "orchestration" and SagaInstance.objects.using("sagas").filter(id=order.saga_id, state="COMPENSATED").exists():
+                # (id=None matched no saga: the `is not None` only says so to the type checker.)
+                if order.mode == "orchestration" and order.saga_id is not None and SagaInstance.objects.using("sagas").filter(id=order.saga_id, state="COMPENSATED").exists():
                     outcome_violations.append(f"orchestrated order {order.order_id}: never created, its saga compensated")
                 else:
                     outcome_violations.append(f"order {order.order_id} ({order.mode}) does not exist")
@@ -878,7 +904,7 @@ class FaultRun:
                 told = ((order.answer or {}).get("state"), (order.answer or {}).get("rejection_reason"))
                 if told == ("REJECTED", None):
                     aborted_2pc[self.during(order.posted_at, order.answered_at)] += 1
-                    expected = told
+                    expected = ("REJECTED", None)  # == told, typed as expected() answers
                 elif told != (("APPROVED", None) if order.kind == "rich" else expected):
                     outcome_violations.append(f"2pc order {order.order_id} of a {order.kind} customer answered {told}")
             if mode != order.mode:
@@ -914,7 +940,7 @@ class FaultRun:
     def orders_table(self) -> dict[str, dict[str, int]]:
         from orders.models import Order
 
-        table: dict[str, dict[str, int]] = {mode: Counter() for mode in MODES}  # type: ignore[misc]
+        table: dict[str, Counter[str]] = {mode: Counter() for mode in MODES}
         for mode, state, reason in Order.objects.using("orders").values_list("mode", "state", "rejection_reason"):
             table[mode][state if state != "REJECTED" else f"REJECTED {reason or 'no reason'}"] += 1
         return {mode: dict(sorted(c.items())) for mode, c in table.items()}
@@ -928,12 +954,12 @@ class FaultRun:
         orchestration = []
         for fault in self.faults:
             if fault["kind"].endswith("(orchestration)"):
-                at = dt.datetime.fromisoformat(fault["at"])
+                killed_at = dt.datetime.fromisoformat(fault["at"])
                 saga = SagaInstance.objects.using("sagas").get(id=fault["saga_id"])
                 resumed = SagaLogEntry.objects.using("sagas").filter(saga_id=saga.id, at__gt=dt.datetime.fromisoformat(fault["lock_released_at"])).order_by("at").first()
-                fault["cost"] = {"saga_state": saga.state, "resumed_after_kill_s": seconds(resumed.at.timestamp() - at.timestamp()) if resumed else None,
+                fault["cost"] = {"saga_state": saga.state, "resumed_after_kill_s": seconds(resumed.at.timestamp() - killed_at.timestamp()) if resumed else None,
                                  "resumed_by": f"{resumed.step} {resumed.event}" if resumed else None,
-                                 "finished_after_kill_s": seconds(saga.ended_at.timestamp() - at.timestamp()) if saga.ended_at else None}
+                                 "finished_after_kill_s": seconds(saga.ended_at.timestamp() - killed_at.timestamp()) if saga.ended_at else None}
                 orchestration.append((fault["kind"], fault["cost"]))
         result["orchestration"] = {
             kind: {"resumed_after_kill_s": dist([c["resumed_after_kill_s"] for k, c in orchestration if k == kind and c["resumed_after_kill_s"] is not None]),
