@@ -23,7 +23,6 @@ from rest_framework.pagination import PageNumberPagination
 from eventlog.domain import InvalidAmount, money, positive_money
 from eventlog.errors import ApplicationError
 
-
 #: A UUID as the schema documents it (``format: uuid``): 8-4-4-4-12 hex digits, either case.
 #: Python's ``uuid.UUID`` also takes braces, ``urn:uuid:`` and no hyphens; the API does not, so
 #: what it accepts is exactly what its schema says.
