@@ -87,7 +87,7 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
 
     def to_internal_value(self, data: Any) -> Decimal:
         if not isinstance(data, str):
-            self.fail("type", kind=_json_kind(data))
+            self.fail("type", kind=type(data).__name__.replace("NoneType", "null"))
         if not self.pattern.fullmatch(data):
             self.fail("negative" if data.strip().startswith("-") else "format")
         try:
