@@ -34,7 +34,9 @@ RETRY_AFTER_429 = OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, 
 
 class ApiSchema(AutoSchema):
     def get_response_serializers(self) -> Any:
-        responses = dict(super().get_response_serializers())
+        declared = super().get_response_serializers()
+        # Every view here declares its answers by status code (extend_schema(responses={...})).
+        responses: dict[Any, Any] = dict(declared) if isinstance(declared, dict) else {200: declared}
         common = {**COMMON, **(WITH_BODY if self.method in ("POST", "PUT", "PATCH") else {})}
         for code, response in common.items():
             responses.setdefault(code, response)
