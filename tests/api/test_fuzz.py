@@ -13,7 +13,8 @@ Bounds (tests/api/schemathesis.toml): seed 20261202, 10 cases per operation in t
 (plus the coverage phase's), 20 stateful scenarios of at most 6 steps: about 650 requests, of
 which the ~70 reads with a ``min_version`` that never comes each wait the 3 s read-your-writes
 limit. Measured on the shared 2-core machine (load average 8 to 12): schemathesis 80 s on the
-embedded default, 140 s on PostgreSQL; the test 95 s and 150 s with the system's start. The
+embedded default and 57 s on PostgreSQL; the test 94 s and 65 s, 123 s and 78 s with the
+system's start and stop. The
 cases are the same every run (fixed seed, no example database). The answers depend on how far
 the workers got, and each one they can give is documented; what timing can still fail is a
 link's read not seeing its write within READ_YOUR_WRITES_WAIT_SECONDS, a real failure.
