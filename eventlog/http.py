@@ -155,7 +155,7 @@ def page_body(request: Any, *, count: int, page: int, page_size: int, results: A
     }
 
 
-class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ErrorSerializer(serializers.Serializer):
     """The one error shape of the API (rendered by ``config.api.exception_handler``)."""
 
     message = serializers.CharField(help_text="What went wrong, for a person.")
