@@ -21,7 +21,7 @@ class ProjectConfig(AppConfig):
         from orders.domain import OrderMode
         from orders.workflows import order_workflow_use
         from sagas.coordinator import order_two_phase_cancel, order_two_phase_place
-        from sagas.services import order_saga_cancel, order_saga_place, order_sagas_in_flight
+        from sagas.services import order_saga_cancel, order_saga_place, order_saga_placing, order_sagas_in_flight
 
         # Wake-up windows as SET NX PX on the shared Redis, to the millisecond.
         window_flags_use(cache_add)
@@ -29,6 +29,6 @@ class ProjectConfig(AppConfig):
         # reactions to each other's events, or the two-phase commit coordinator. The two that
         # work after they answer say how many they have on their way (admission control); 2PC
         # is bounded by the web workers, since it answers when it is done.
-        order_workflow_use(OrderMode.ORCHESTRATION, place=order_saga_place, cancel=order_saga_cancel, in_flight=order_sagas_in_flight)
+        order_workflow_use(OrderMode.ORCHESTRATION, place=order_saga_place, cancel=order_saga_cancel, in_flight=order_sagas_in_flight, placing=order_saga_placing)
         order_workflow_use(OrderMode.CHOREOGRAPHY, place=order_choreography_place, cancel=order_choreography_cancel, in_flight=order_choreography_in_flight)
         order_workflow_use(OrderMode.TWO_PHASE_COMMIT, place=order_two_phase_place, cancel=order_two_phase_cancel)

@@ -11,6 +11,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
 from config.health import healthz, readyz
 from customers.apis import CustomerCreateApi
@@ -24,6 +26,28 @@ class OrderCollectionApi(OrderListApi, OrderPlaceApi):
     """GET lists orders (readmodels), POST places one, in any mode (orders)."""
 
 
+class JsonErrors:
+    """The schema and docs pages render YAML or HTML; their errors (a 401 without credentials)
+    are JSON in the API's error shape, as everywhere else under /api/."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"  # type: ignore[attr-defined]
+        return response
+
+
+class SchemaApi(JsonErrors, SpectacularAPIView):
+    pass
+
+
+class SwaggerPage(JsonErrors, SpectacularSwaggerView):
+    pass
+
+
+class RedocPage(JsonErrors, SpectacularRedocView):
+    pass
+
+
 api = [
     path("customers/", CustomerCreateApi.as_view(), name="customer-create"),
     path("customers/<str:customer_id>/", CustomerDetailApi.as_view(), name="customer-detail"),
@@ -35,9 +59,9 @@ api = [
     path("events/", EventListApi.as_view(), name="event-list"),
     path("streams/<str:stream_id>/", StreamDetailApi.as_view(), name="stream-detail"),
     path("projections/", ProjectionListApi.as_view(), name="projection-list"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("schema/", SchemaApi.as_view(), name="schema"),
+    path("docs/", SwaggerPage.as_view(url_name="schema"), name="docs"),
+    path("redoc/", RedocPage.as_view(url_name="schema"), name="redoc"),
 ]
 
 urlpatterns = [

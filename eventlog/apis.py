@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from eventlog.errors import NotFound
-from eventlog.http import parse_int, parse_uuid
+from eventlog.http import error_responses, int_query, parse_int, parse_uuid, uuid_path
 from eventlog.selectors import log_head, log_read, log_stream
 
 MAX_LIMIT = 1000
+MAX_AFTER = 2**62
 
 
 class EventSerializer(serializers.Serializer):
@@ -39,14 +40,14 @@ class EventListApi(APIView):
     @extend_schema(
         operation_id="events_list",
         parameters=[
-            OpenApiParameter("after", int, description="Return events with a position above this (default 0)."),
-            OpenApiParameter("limit", int, description=f"At most this many events (1..{MAX_LIMIT}, default 100)."),
+            int_query("after", minimum=0, maximum=MAX_AFTER, default=0, description="Return events with a position above this."),
+            int_query("limit", minimum=1, maximum=MAX_LIMIT, default=100, description="At most this many events."),
         ],
-        responses={200: OutputSerializer},
+        responses={200: OutputSerializer, **error_responses(e400="after or limit is not an integer within its bounds.")},
         tags=["events"],
     )
     def get(self, request: Request) -> Response:
-        after = parse_int(request.query_params.get("after"), name="after", default=0, minimum=0, maximum=2**62)
+        after = parse_int(request.query_params.get("after"), name="after", default=0, minimum=0, maximum=MAX_AFTER)
         limit = parse_int(request.query_params.get("limit"), name="limit", default=100, minimum=1, maximum=MAX_LIMIT)
         head = log_head()
         events = log_read(after=after, limit=limit)
@@ -63,7 +64,12 @@ class StreamDetailApi(APIView):
         version = serializers.IntegerField()
         events = EventSerializer(many=True)
 
-    @extend_schema(operation_id="streams_retrieve", responses={200: OutputSerializer}, tags=["events"])
+    @extend_schema(
+        operation_id="streams_retrieve",
+        parameters=[uuid_path("stream_id", "stream")],
+        responses={200: OutputSerializer, **error_responses(e400="stream_id is not a UUID.", e404="No event of this stream in the log (yet).")},
+        tags=["events"],
+    )
     def get(self, request: Request, stream_id: str) -> Response:
         stream_uuid = parse_uuid(stream_id, name="stream_id")
         events = log_stream(stream_uuid)

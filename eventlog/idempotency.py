@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from eventlog.errors import ApplicationError, Conflict
+from eventlog.errors import Conflict
 from eventlog.http import IDEMPOTENCY_HEADER, IdempotencyKey
 from eventlog.models import IdempotencyRecord
 
@@ -30,7 +30,9 @@ def idempotent_start(
     status_code: int = 202,
 ) -> T:
     """``start()`` once per key: a repeat answers ``replay(first body)``; the same key with
-    another request is a 400; a concurrent first use that has not committed yet is a 409."""
+    another request is a 409 (the key is taken: a conflict with the first request, which a
+    client can hit with a valid request, so not a 400); a concurrent first use that has not
+    committed yet is a 409 too."""
     if idempotency is None:
         return start()
     manager = records.objects.using(alias)
@@ -38,7 +40,7 @@ def idempotent_start(
         existing = manager.filter(user_id=idempotency.user_id, key=idempotency.key).first()
         if existing is not None:
             if existing.fingerprint != idempotency.fingerprint:
-                raise ApplicationError(f"This {IDEMPOTENCY_HEADER} was used with a different request.", {"key": idempotency.key})
+                raise Conflict(f"This {IDEMPOTENCY_HEADER} was used with a different request.", {"key": idempotency.key})
             return replay(existing.body)
         try:
             with transaction.atomic(using=alias):

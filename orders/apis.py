@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import uuid
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from eventlog.errors import Conflict, NotFound
-from eventlog.http import IDEMPOTENCY_HEADER, MoneyField, StrictSerializer, idempotency_key, parse_uuid
+from eventlog.http import IDEMPOTENCY_HEADER, PositiveMoneyField, StrictSerializer, error_responses, idempotency_key, parse_uuid, uuid_path
 from orders.domain import OrderMode, OrderState
 from orders.selectors import order_state_get
-from orders.workflows import order_admission_check, order_canceller, order_placer
+from orders.workflows import order_admission_check, order_being_placed, order_canceller, order_placer
 
 #: The version of a new order: ``OrderCreated``, PENDING.
 CREATED_VERSION = 1
@@ -31,35 +31,60 @@ def order_location(order_id: uuid.UUID, *, min_version: int) -> str:
     return f"/api/orders/{order_id}/?min_version={min_version}"
 
 
+class ModeField(serializers.ChoiceField):
+    """The mode of an order. Its schema lists the modes this deployment runs: ``2pc`` only where
+    the orders and customers databases can prepare transactions (the composition root's schema
+    class asks); elsewhere ``2pc`` is refused with 400, as documented."""
+
+
+LOCATION = OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[201, 202], required=True, description="The order at the version that shows this write (follow it to read your own write).")
+RETRY_AFTER_503 = OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[503], description="Seconds to wait before trying again.")
+REPLAYED = OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[201, 202], enum=["true"], description="Present on the first answer given again to a repeat with the same Idempotency-Key.")
+
+
 class OrderPlaceApi(APIView):
     @extend_schema_serializer(component_name="OrderPlaceInput")
     class InputSerializer(StrictSerializer):
+        """An order to place: the customer, the total and the mode; no other field."""
+
         customer_id = serializers.UUIDField()
-        total = MoneyField()
-        mode = serializers.ChoiceField(choices=[m.value for m in OrderMode], default=OrderMode.ORCHESTRATION.value)
+        total = PositiveMoneyField()
+        mode = ModeField(choices=[m.value for m in OrderMode], default=OrderMode.ORCHESTRATION.value)
 
     @extend_schema_serializer(component_name="OrderPlaced")
     class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
-        state = serializers.CharField()
-        mode = serializers.CharField()
+        state = serializers.ChoiceField(choices=[OrderState.PENDING.value])
+        mode = serializers.ChoiceField(choices=[OrderMode.ORCHESTRATION.value, OrderMode.CHOREOGRAPHY.value])
         saga_id = serializers.UUIDField()
         version = serializers.IntegerField(help_text="Pass as ?min_version= to read the order once it exists (the Location does).")
 
     @extend_schema_serializer(component_name="OrderDecided")
     class DecidedSerializer(serializers.Serializer):
         id = serializers.UUIDField()
-        state = serializers.CharField(help_text="The final state: APPROVED or REJECTED.")
+        state = serializers.ChoiceField(choices=[OrderState.APPROVED.value, OrderState.REJECTED.value], help_text="The final state.")
         rejection_reason = serializers.CharField(allow_null=True)
-        mode = serializers.CharField()
+        mode = serializers.ChoiceField(choices=[OrderMode.TWO_PHASE_COMMIT.value])
         saga_id = serializers.UUIDField(help_text="The two-phase transaction (GET /api/sagas/{id}/ shows its phases).")
         version = serializers.IntegerField(help_text="Pass as ?min_version= to read the order as decided (the Location does).")
 
     @extend_schema(
         operation_id="orders_create",
         request=InputSerializer,
-        responses={202: OutputSerializer, 201: DecidedSerializer},
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, location=OpenApiParameter.HEADER, description="A retry with the same key gets the first answer.")],
+        responses={
+            202: OpenApiResponse(OutputSerializer, description="orchestration, choreography: the order is taken on, PENDING."),
+            201: OpenApiResponse(DecidedSerializer, description="2pc: the order's final state, decided in one two-phase commit."),
+            **error_responses(
+                e400="Invalid input (details in extra.fields), an Idempotency-Key longer than 200 characters, or mode 2pc where the orders and customers databases cannot prepare transactions (SQLite, or PostgreSQL with max_prepared_transactions = 0); nothing is written.",
+                e409="The Idempotency-Key was used with another request, or a request with it is still in progress.",
+                e501="A mode this deployment does not run.",
+                e503="Too many transactions of this mode on their way (admission control; Retry-After says when to try again), or a 2PC transaction that could not be finished now (resolve_in_doubt finishes what was decided).",
+            ),
+        },
+        parameters=[
+            OpenApiParameter(IDEMPOTENCY_HEADER, {"type": "string", "maxLength": 200}, location=OpenApiParameter.HEADER, description="A retry with the same key gets the first answer; the same key with another request is a 409."),  # type: ignore[arg-type]
+            LOCATION, REPLAYED, RETRY_AFTER_503,
+        ],
         tags=["orders"],
     )
     def post(self, request: Request) -> Response:
@@ -86,15 +111,32 @@ class OrderCancelApi(APIView):
     @extend_schema_serializer(component_name="OrderCancelAccepted")
     class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
-        state = serializers.CharField()
+        state = serializers.ChoiceField(choices=[OrderState.CANCEL_PENDING.value, OrderState.CANCELLED.value], help_text="CANCELLED for a 2PC order (cancelled before the answer).")
         saga_id = serializers.UUIDField()
         version = serializers.IntegerField(help_text="The order's version once the cancel request is recorded: pass as ?min_version= (the Location does).")
 
-    @extend_schema(operation_id="orders_cancel", request=None, responses={202: OutputSerializer}, tags=["orders"])
+    @extend_schema(
+        operation_id="orders_cancel",
+        request=None,
+        parameters=[uuid_path("order_id", "order"), OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202], required=True, description="The order at the version that shows the cancel."), RETRY_AFTER_503],
+        responses={
+            202: OutputSerializer,
+            **error_responses(
+                e400="order_id is not a UUID.",
+                e404="No such order.",
+                e409="The order is not APPROVED (PENDING and CANCEL_PENDING are semantic locks), or another saga holds it.",
+                e501="A mode this deployment does not run.",
+                e503="A 2PC cancel that could not be finished now.",
+            ),
+        },
+        tags=["orders"],
+    )
     def post(self, request: Request, order_id: str) -> Response:
         order_uuid = parse_uuid(order_id, name="order_id")
         order = order_state_get(order_id=order_uuid)
         if order is None:
+            if order_being_placed(order_uuid):  # taken on, not recorded here yet: PENDING, a lock
+                raise Conflict(f"Order is {OrderState.PENDING.value}; only an APPROVED order can be cancelled.", {"state": OrderState.PENDING.value})
             raise NotFound("Order not found.", {"order_id": str(order_uuid)})
         # A clear 409 from the facts of the write side; the authoritative semantic lock is the
         # saga's (one active saga per order) and the aggregate's (it refuses unless APPROVED).

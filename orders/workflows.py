@@ -58,15 +58,28 @@ _placers: dict[OrderMode, Placer] = {}
 _cancellers: dict[OrderMode, Canceller] = {}
 #: How many transactions of a mode are on their way (begun, not ended): admission control.
 _in_flight: dict[OrderMode, Callable[[], int]] = {}
+#: Whether an order this context has no row for yet is being placed (its saga has not run the
+#: step that creates it): such an order is PENDING to its client, not unknown.
+_placing: dict[OrderMode, Callable[[uuid.UUID], bool]] = {}
 
 
-def order_workflow_use(mode: OrderMode, *, place: Placer, cancel: Canceller, in_flight: Callable[[], int] | None = None) -> None:
+def order_workflow_use(
+    mode: OrderMode, *, place: Placer, cancel: Canceller, in_flight: Callable[[], int] | None = None, placing: Callable[[uuid.UUID], bool] | None = None
+) -> None:
     """Plug in what runs ``mode`` (at start-up, from the composition root). ``in_flight``
-    counts its transactions under way, for a mode that works after it answers."""
+    counts its transactions under way, for a mode that works after it answers; ``placing``
+    says whether an order is on its way before this context has recorded it."""
     _placers[mode] = place
     _cancellers[mode] = cancel
     if in_flight is not None:
         _in_flight[mode] = in_flight
+    if placing is not None:
+        _placing[mode] = placing
+
+
+def order_being_placed(order_id: uuid.UUID) -> bool:
+    """Whether a mode has taken ``order_id`` on and not recorded the order in this context yet."""
+    return any(placing(order_id) for placing in _placing.values())
 
 
 class Overloaded(Unavailable):

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from eventlog.errors import ApplicationError, NotFound
-from eventlog.http import MoneyField, page_body, parse_int, parse_uuid
+from eventlog.errors import NotFound
+from eventlog.http import MoneyField, Pagination, PositiveMoneyField, error_responses, int_query, page_body, parse_choice, parse_int, parse_uuid, uuid_path
 from readmodels import selectors
 
 ORDER_STATES = ("PENDING", "APPROVED", "REJECTED", "CANCEL_PENDING", "CANCELLED")
-MIN_VERSION = OpenApiParameter(
-    "min_version", int,
+MIN_VERSION_MAX = 2**31
+MIN_VERSION = int_query(
+    "min_version", minimum=1, maximum=MIN_VERSION_MAX,
     description=(
         "Wait briefly until the read model has reached this version (read your own write). The answer's "
         "`X-Read-Your-Writes` header says how it went: `reached`, `timed-out` (answered what there is after "
@@ -26,6 +27,7 @@ MIN_VERSION = OpenApiParameter(
 )
 #: The response header that says what became of a ``min_version`` wait.
 WAIT_HEADER = "X-Read-Your-Writes"
+WAIT_HEADER_DOC = OpenApiParameter(WAIT_HEADER, str, OpenApiParameter.HEADER, response=[200], enum=["reached", "timed-out", "not-waited"], description="With min_version: how the wait went.")
 
 
 def _answer(body: Any, wait: str | None) -> Response:
@@ -37,18 +39,18 @@ def _answer(body: Any, wait: str | None) -> Response:
 
 def _min_version(request: Request) -> int | None:
     value = request.query_params.get("min_version")
-    if value in (None, ""):
+    if value is None:
         return None
-    return parse_int(value, name="min_version", default=0, minimum=1, maximum=2**31)
+    return parse_int(value, name="min_version", default=0, minimum=1, maximum=MIN_VERSION_MAX)
 
 
 class OrderOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     customer_id = serializers.UUIDField()
-    total = MoneyField()
+    total = PositiveMoneyField()
     state = serializers.ChoiceField(choices=ORDER_STATES)
-    rejection_reason = serializers.CharField(allow_null=True)
-    mode = serializers.CharField()
+    rejection_reason = serializers.ChoiceField(choices=["INSUFFICIENT_CREDIT", "UNKNOWN_CUSTOMER"], allow_null=True)
+    mode = serializers.ChoiceField(choices=["orchestration", "choreography", "2pc"])
     saga_id = serializers.UUIDField(allow_null=True)
     version = serializers.IntegerField()
     customer_name = serializers.CharField(allow_null=True)
@@ -68,7 +70,12 @@ class OrderDetailApi(APIView):
         with selectors.order_summary_read_ahead(kwargs.get("order_id", "")):
             return super().dispatch(request, *args, **kwargs)
 
-    @extend_schema(operation_id="orders_retrieve", parameters=[MIN_VERSION], responses={200: OrderOutputSerializer}, tags=["orders"])
+    @extend_schema(
+        operation_id="orders_retrieve",
+        parameters=[uuid_path("order_id", "order"), MIN_VERSION, WAIT_HEADER_DOC],
+        responses={200: OrderOutputSerializer, **error_responses(e400="order_id is not a UUID, or min_version is out of bounds.", e404="No such order in the read model (yet: reads are eventually consistent; pass min_version to wait for your own write).")},
+        tags=["orders"],
+    )
     def get(self, request: Request, order_id: str) -> Response:
         order_uuid = parse_uuid(order_id, name="order_id")
         row, wait = selectors.order_summary_read(order_id=order_uuid, min_version=_min_version(request))
@@ -77,32 +84,24 @@ class OrderDetailApi(APIView):
         return _answer(ORDER_OUTPUT.to_representation(row), wait)
 
 
-class OrderPagination(PageNumberPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
 class OrderListApi(APIView):
+    #: Documents the page shape and the page parameters; the view slices its pages itself.
+    pagination_class = Pagination
+
     @extend_schema(
         operation_id="orders_list",
         parameters=[
-            OpenApiParameter("customer_id", str, description="Only this customer's orders (UUID)."),
+            OpenApiParameter("customer_id", OpenApiTypes.UUID, description="Only this customer's orders."),
             OpenApiParameter("state", str, enum=list(ORDER_STATES)),
-            OpenApiParameter("page", int),
-            OpenApiParameter("page_size", int, description="1..500, default 50."),
         ],
-        responses={200: OrderOutputSerializer(many=True)},
+        responses={200: OrderOutputSerializer(many=True), **error_responses(e400="A parameter out of its bounds or enum, or customer_id not a UUID.", e404="A page past the last one.")},
         tags=["orders"],
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        customer_id = parse_uuid(params["customer_id"], name="customer_id") if params.get("customer_id") else None
-        state = params.get("state") or None
-        if state is not None and state not in ORDER_STATES:
-            raise ApplicationError("state must be one of " + ", ".join(ORDER_STATES) + ".", {"field": "state"})
-        page_size = parse_int(params.get("page_size"), name="page_size", default=OrderPagination.page_size, minimum=1, maximum=OrderPagination.max_page_size)
-        page = parse_int(params.get("page"), name="page", default=1, minimum=1, maximum=10**9)
+        customer_id = parse_uuid(params["customer_id"], name="customer_id") if "customer_id" in params else None
+        state = parse_choice(params.get("state"), name="state", choices=ORDER_STATES)
+        page, page_size = Pagination().bounds(request)
         count, rows = selectors.order_summary_list(customer_id=customer_id, state=state, offset=(page - 1) * page_size, limit=page_size)
         if page > 1 and not rows:
             raise NotFound("Invalid page.", {"page": page, "count": count})
@@ -120,7 +119,12 @@ class CustomerDetailApi(APIView):
         version = serializers.IntegerField()
         orders = serializers.DictField(child=serializers.IntegerField(), help_text="Number of orders by state.")
 
-    @extend_schema(operation_id="customers_retrieve", parameters=[MIN_VERSION], responses={200: OutputSerializer}, tags=["customers"])
+    @extend_schema(
+        operation_id="customers_retrieve",
+        parameters=[uuid_path("customer_id", "customer"), MIN_VERSION, WAIT_HEADER_DOC],
+        responses={200: OutputSerializer, **error_responses(e400="customer_id is not a UUID, or min_version is out of bounds.", e404="No such customer in the read model (yet: pass min_version to wait for your own write).")},
+        tags=["customers"],
+    )
     def get(self, request: Request, customer_id: str) -> Response:
         customer_uuid = parse_uuid(customer_id, name="customer_id")
         row, wait = selectors.customer_credit_read(customer_id=customer_uuid, min_version=_min_version(request))

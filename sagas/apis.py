@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from eventlog.errors import ApplicationError, NotFound
-from eventlog.http import page_body, parse_int, parse_uuid
+from eventlog.http import Pagination, error_responses, page_body, parse_choice, parse_uuid, uuid_path
 from sagas import selectors
 from sagas.models import SagaState
 
@@ -21,7 +21,7 @@ MODES = ("orchestration", "choreography", "2pc")
 SAGA_TYPES = ("create_order", "cancel_order")
 
 
-class AwaitingSerializer(serializers.Serializer):
+class AwaitingSerializer(serializers.Serializer):  # type: ignore[type-arg]
     step = serializers.CharField()
     kind = serializers.ChoiceField(choices=["forward", "compensation"])
     from_context = serializers.CharField(help_text="The context whose reply the saga waits for.")
@@ -33,7 +33,7 @@ class AwaitingSerializer(serializers.Serializer):
     parked = serializers.BooleanField(required=False, help_text="Choreography: the event was parked; retry it with manage.py retry_parked_events.")
 
 
-class StepSerializer(serializers.Serializer):
+class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField()
     kind = serializers.ChoiceField(choices=["forward", "compensation"])
     status = serializers.CharField()
@@ -41,7 +41,7 @@ class StepSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
-    context = serializers.CharField(required=False, help_text="Choreography: the context that recorded the event (or owes it).")  # type: ignore[assignment]  # DRF's metaclass moves declared fields out of the class: .context stays the property
+    context = serializers.CharField(required=False, help_text="Choreography: the context that recorded the event (or owes it).")
     event_id = serializers.UUIDField(required=False, allow_null=True)
     causation_id = serializers.UUIDField(required=False, allow_null=True)
     position = serializers.IntegerField(required=False, allow_null=True, help_text="Choreography: the event's position in the log.")
@@ -50,29 +50,29 @@ class StepSerializer(serializers.Serializer):
     detail = serializers.CharField(required=False, allow_blank=True, help_text="2PC: the branch's global transaction id, or what happened.")
 
 
-class PreparedBranchSerializer(serializers.Serializer):
+class PreparedBranchSerializer(serializers.Serializer):  # type: ignore[type-arg]
     branch = serializers.CharField(help_text="The database whose prepared transaction holds its locks.")
     gid = serializers.CharField()
     prepared_at = serializers.DateTimeField()
     age_seconds = serializers.FloatField()
 
 
-class InDoubtSerializer(serializers.Serializer):
+class InDoubtSerializer(serializers.Serializer):  # type: ignore[type-arg]
     decision = serializers.CharField(allow_null=True, help_text="COMMIT or ABORT once logged; null while undecided.")
     age_seconds = serializers.FloatField(help_text="Since the transaction began.")
     prepared = PreparedBranchSerializer(many=True, allow_null=True, help_text="Its branches prepared right now (null if the databases could not be asked).")
 
 
 @extend_schema_serializer(component_name="Saga")
-class SagaSerializer(serializers.Serializer):
+class SagaSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.UUIDField()
-    type = serializers.CharField()
-    mode = serializers.CharField()
+    type = serializers.ChoiceField(choices=SAGA_TYPES)
+    mode = serializers.ChoiceField(choices=MODES)
     state = serializers.ChoiceField(choices=SagaState.values)
     definition_version = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    data = serializers.JSONField()  # type: ignore[assignment]  # DRF's metaclass moves declared fields out of the class: .data stays the property
+    data = serializers.JSONField()
     last_error = serializers.CharField(allow_blank=True)
     stuck = serializers.BooleanField(help_text="Running, and the awaited step has failed at least once or is overdue (2PC: in doubt longer than the safety interval).")
     awaiting = AwaitingSerializer(allow_null=True)
@@ -81,6 +81,9 @@ class SagaSerializer(serializers.Serializer):
 
 
 class SagaListApi(APIView):
+    #: Documents the page shape and the page parameters; the view slices its pages itself.
+    pagination_class = Pagination
+
     @extend_schema(
         operation_id="sagas_list",
         parameters=[
@@ -88,34 +91,32 @@ class SagaListApi(APIView):
             OpenApiParameter("type", str, enum=list(SAGA_TYPES)),
             OpenApiParameter("mode", str, enum=list(MODES)),
             OpenApiParameter("stuck", bool, description="true: running sagas whose awaited step has failed or is overdue, stalest first."),
-            OpenApiParameter("page", int),
-            OpenApiParameter("page_size", int),
         ],
-        responses={200: SagaSerializer(many=True)},
+        responses={200: SagaSerializer(many=True), **error_responses(e400="A parameter outside its enum or bounds (an empty value too).", e404="A page past the last one.")},
         tags=["sagas"],
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        state = params.get("state") or None
-        if state is not None and state not in SagaState.values:
-            raise ApplicationError("state must be one of " + ", ".join(SagaState.values) + ".", {"field": "state"})
-        saga_type = params.get("type") or None
-        if saga_type is not None and saga_type not in SAGA_TYPES:
-            raise ApplicationError("type must be one of " + ", ".join(SAGA_TYPES) + ".", {"field": "type"})
-        mode = params.get("mode") or None
-        if mode is not None and mode not in MODES:
-            raise ApplicationError("mode must be one of " + ", ".join(MODES) + ".", {"field": "mode"})
-        stuck = {"true": True, "false": False, None: None, "": None}.get(params.get("stuck"), "bad")
+        state = parse_choice(params.get("state"), name="state", choices=SagaState.values)
+        saga_type = parse_choice(params.get("type"), name="type", choices=SAGA_TYPES)
+        mode = parse_choice(params.get("mode"), name="mode", choices=MODES)
+        stuck = {"true": True, "false": False, None: None}.get(params.get("stuck"), "bad")
         if stuck == "bad":
             raise ApplicationError("stuck must be true or false.", {"field": "stuck"})
-        page_size = parse_int(params.get("page_size"), name="page_size", default=50, minimum=1, maximum=500)
-        page = parse_int(params.get("page"), name="page", default=1, minimum=1, maximum=10**9)
-        count, sagas = selectors.saga_list(state=state, saga_type=saga_type, mode=mode, stuck=stuck, offset=(page - 1) * page_size, limit=page_size)  # type: ignore[arg-type]  # stuck is a bool or None here: "bad" was refused above
+        page, page_size = Pagination().bounds(request)
+        count, sagas = selectors.saga_list(state=state, saga_type=saga_type, mode=mode, stuck=stuck, offset=(page - 1) * page_size, limit=page_size)  # type: ignore[arg-type]
+        if page > 1 and not sagas:
+            raise NotFound("Invalid page.", {"page": page, "count": count})
         return Response(page_body(request, count=count, page=page, page_size=page_size, results=SagaSerializer(sagas, many=True).data))
 
 
 class SagaDetailApi(APIView):
-    @extend_schema(operation_id="sagas_retrieve", responses={200: SagaSerializer}, tags=["sagas"])
+    @extend_schema(
+        operation_id="sagas_retrieve",
+        parameters=[uuid_path("saga_id", "saga")],
+        responses={200: SagaSerializer, **error_responses(e400="saga_id is not a UUID.", e404="No such saga (a choreographed flow appears once the trace has seen its first event).")},
+        tags=["sagas"],
+    )
     def get(self, request: Request, saga_id: str) -> Response:
         saga = selectors.saga_get(saga_id=parse_uuid(saga_id, name="saga_id"))
         if saga is None:

@@ -63,3 +63,9 @@ def order_saga_cancel(*, order_id: uuid.UUID, customer_id: uuid.UUID, total: Dec
 def order_sagas_in_flight() -> int:
     """Orchestrated sagas under way (RUNNING or COMPENSATING): what admission control counts."""
     return SagaInstance.objects.using(ALIAS).filter(mode="orchestration", state__in=ACTIVE_STATES).count()
+
+
+def order_saga_placing(order_id: uuid.UUID) -> bool:
+    """Whether a create-order saga for ``order_id`` is under way: until its first step has run,
+    the orders context has no row for the order, which its client was told is PENDING."""
+    return SagaInstance.objects.using(ALIAS).filter(subject_id=order_id, type="create_order", mode="orchestration", state__in=ACTIVE_STATES).exists()

@@ -46,11 +46,11 @@ def test_a_repeat_with_the_same_idempotency_key_gets_the_first_answer(api: APICl
     assert other.json()["id"] != first.json()["id"]
 
 
-def test_an_idempotency_key_reused_for_another_request_or_too_long_is_400(api: APIClient) -> None:
+def test_an_idempotency_key_reused_for_another_request_is_409_and_one_too_long_is_400(api: APIClient) -> None:
     customer_id = uuid.uuid4()
     assert place(api, customer_id, "1.00", HTTP_IDEMPOTENCY_KEY="k").status_code == 202
     before = all_counts()
-    assert "different request" in assert_error(place(api, customer_id, "2.00", HTTP_IDEMPOTENCY_KEY="k"), 400)["message"]
+    assert "different request" in assert_error(place(api, customer_id, "2.00", HTTP_IDEMPOTENCY_KEY="k"), 409)["message"]
     assert_error(place(api, customer_id, HTTP_IDEMPOTENCY_KEY="x" * 201), 400)
     assert all_counts() == before
 
@@ -104,7 +104,7 @@ def test_a_choreographed_order_is_recorded_at_once_and_a_repeat_with_its_key_get
     assert (str(order.id), order.state, order.mode, str(order.saga_id)) == (first.json()["id"], "PENDING", "choreography", first.json()["saga_id"])
     assert OrdersIdempotencyRecord.objects.using("orders").count() == 1
     assert not SagaInstance.objects.using("sagas").exists()  # no coordinator: the trace follows the log later
-    assert "different request" in assert_error(api.post("/api/orders/", {**body, "total": "11.00"}, format="json", HTTP_IDEMPOTENCY_KEY="c-1"), 400)["message"]
+    assert "different request" in assert_error(api.post("/api/orders/", {**body, "total": "11.00"}, format="json", HTTP_IDEMPOTENCY_KEY="c-1"), 409)["message"]
 
 
 def test_cancelling_a_choreographed_order_records_the_request_in_a_flow_of_its_own(api: APIClient) -> None:
