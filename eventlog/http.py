@@ -29,7 +29,7 @@ from eventlog.errors import ApplicationError
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
 
 
-class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StrictSerializer(serializers.Serializer):
     """A serializer that refuses fields it does not know, instead of silently dropping them
     (its schema says ``additionalProperties: false``), and UUIDs that are not UUID strings (DRF's
     UUIDField turns the JSON number 123 into a UUID, and takes forms the schema does not)."""
@@ -73,7 +73,7 @@ POSITIVE_MONEY_PATTERN = r"^([1-9][0-9]{0,11}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-
 
 
 @extend_schema_field({"type": "string", "pattern": MONEY_PATTERN, "example": "125.00", "description": "Decimal string, at most two places; answers always have two."})
-class MoneyField(serializers.Field):  # type: ignore[type-arg]
+class MoneyField(serializers.Field):
     """Money as a decimal string with at most two places (``"125.00"``), zero allowed; JSON
     numbers are refused, because a float cannot carry a price exactly."""
 
@@ -176,7 +176,7 @@ def int_query(name: str, *, minimum: int, maximum: int, default: int | None = No
     schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": maximum}
     if default is not None:
         schema["default"] = default
-    return OpenApiParameter(name, schema, OpenApiParameter.QUERY, description=description)  # type: ignore[arg-type]
+    return OpenApiParameter(name, schema, OpenApiParameter.QUERY, description=description)
 
 
 def parse_uuid(value: str, *, name: str) -> uuid.UUID:

@@ -82,7 +82,7 @@ class OrderPlaceApi(APIView):
             ),
         },
         parameters=[
-            OpenApiParameter(IDEMPOTENCY_HEADER, {"type": "string", "maxLength": 200}, location=OpenApiParameter.HEADER, description="A retry with the same key gets the first answer; the same key with another request is a 409."),  # type: ignore[arg-type]
+            OpenApiParameter(IDEMPOTENCY_HEADER, {"type": "string", "maxLength": 200}, location=OpenApiParameter.HEADER, description="A retry with the same key gets the first answer; the same key with another request is a 409."),
             LOCATION, REPLAYED, RETRY_AFTER_503,
         ],
         tags=["orders"],

@@ -21,7 +21,7 @@ MODES = ("orchestration", "choreography", "2pc")
 SAGA_TYPES = ("create_order", "cancel_order")
 
 
-class AwaitingSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AwaitingSerializer(serializers.Serializer):
     step = serializers.CharField()
     kind = serializers.ChoiceField(choices=["forward", "compensation"])
     from_context = serializers.CharField(help_text="The context whose reply the saga waits for.")
@@ -33,7 +33,7 @@ class AwaitingSerializer(serializers.Serializer):  # type: ignore[type-arg]
     parked = serializers.BooleanField(required=False, help_text="Choreography: the event was parked; retry it with manage.py retry_parked_events.")
 
 
-class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StepSerializer(serializers.Serializer):
     name = serializers.CharField()
     kind = serializers.ChoiceField(choices=["forward", "compensation"])
     status = serializers.CharField()
@@ -41,7 +41,7 @@ class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     started_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
-    context = serializers.CharField(required=False, help_text="Choreography: the context that recorded the event (or owes it).")
+    context = serializers.CharField(required=False, help_text="Choreography: the context that recorded the event (or owes it).")  # type: ignore[assignment]  # DRF's metaclass moves a declared field out of the class; the stubs see the base attribute
     event_id = serializers.UUIDField(required=False, allow_null=True)
     causation_id = serializers.UUIDField(required=False, allow_null=True)
     position = serializers.IntegerField(required=False, allow_null=True, help_text="Choreography: the event's position in the log.")
@@ -50,21 +50,21 @@ class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     detail = serializers.CharField(required=False, allow_blank=True, help_text="2PC: the branch's global transaction id, or what happened.")
 
 
-class PreparedBranchSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PreparedBranchSerializer(serializers.Serializer):
     branch = serializers.CharField(help_text="The database whose prepared transaction holds its locks.")
     gid = serializers.CharField()
     prepared_at = serializers.DateTimeField()
     age_seconds = serializers.FloatField()
 
 
-class InDoubtSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class InDoubtSerializer(serializers.Serializer):
     decision = serializers.CharField(allow_null=True, help_text="COMMIT or ABORT once logged; null while undecided.")
     age_seconds = serializers.FloatField(help_text="Since the transaction began.")
     prepared = PreparedBranchSerializer(many=True, allow_null=True, help_text="Its branches prepared right now (null if the databases could not be asked).")
 
 
 @extend_schema_serializer(component_name="Saga")
-class SagaSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class SagaSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     type = serializers.ChoiceField(choices=SAGA_TYPES)
     mode = serializers.ChoiceField(choices=MODES)
@@ -72,7 +72,7 @@ class SagaSerializer(serializers.Serializer):  # type: ignore[type-arg]
     definition_version = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    data = serializers.JSONField()
+    data = serializers.JSONField()  # type: ignore[assignment]  # DRF's metaclass moves a declared field out of the class; the stubs see the base attribute
     last_error = serializers.CharField(allow_blank=True)
     stuck = serializers.BooleanField(help_text="Running, and the awaited step has failed at least once or is overdue (2PC: in doubt longer than the safety interval).")
     awaiting = AwaitingSerializer(allow_null=True)
