@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import DatabaseError
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
@@ -62,12 +63,16 @@ class ModeFieldExtension(OpenApiSerializerFieldExtension):
         from orders.domain import OrderMode
         from sagas.coordinator import two_phase_problems
 
-        modes = [mode.value for mode in OrderMode if mode != OrderMode.TWO_PHASE_COMMIT or not two_phase_problems()]
+        try:
+            two_phase = not two_phase_problems()
+        except DatabaseError:  # no database to ask (``check --deploy`` at build time): list it, as where it runs
+            two_phase = True
+        modes = [mode.value for mode in OrderMode if mode != OrderMode.TWO_PHASE_COMMIT or two_phase]
         return {
             "type": "string",
             "enum": modes,
             "default": OrderMode.ORCHESTRATION.value,
-            "description": "orchestration (default), choreography, or 2pc, which this schema lists only where the orders and customers databases can prepare transactions (PostgreSQL with max_prepared_transactions above 0); elsewhere 2pc is a 400.",
+            "description": "orchestration (default), choreography, or 2pc, which this schema lists only where the orders and customers databases can prepare transactions (PostgreSQL with max_prepared_transactions above 0), or where the schema is generated without a database to ask; elsewhere 2pc is a 400.",
         }
 
 
