@@ -21,7 +21,6 @@ import argparse
 import ctypes
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from typing import IO
 BASE_DIR = Path(__file__).resolve().parent.parent
 QUEUES = ("orders", "customers", "sagas", "eventlog", "readmodels")
 PYTHON = sys.executable
+#: How ``manage.py prepare_run`` starts the line that tells the launcher how to log in.
+LOGIN_LINE = "login: "
 
 
 def redis_server_binary() -> Path:
@@ -328,31 +329,26 @@ class Stack:
             del self.processes[process.name]
 
 
-def _manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
-
-
-def _ensure_login(env: dict[str, str], var_dir: Path) -> str:
-    """On first run, create an ``admin`` superuser with a random password, kept in var/."""
-    password_file = var_dir / "admin-password.txt"
-    code = (
-        "from django.contrib.auth import get_user_model as g;U=g();"
-        "import sys;sys.exit(0 if U.objects.filter(is_superuser=True).exists() else 3)"
-    )
-    has_superuser = subprocess.run([PYTHON, "manage.py", "shell", "--no-imports", "-c", code], cwd=BASE_DIR, env=env).returncode == 0
-    if has_superuser:
-        if password_file.exists():
-            return f"user 'admin', password in {password_file.relative_to(BASE_DIR) if password_file.is_relative_to(BASE_DIR) else password_file}"
-        return "your superuser (manage.py createsuperuser made it)"
-    password = secrets.token_urlsafe(12)
-    create = (
-        "from django.contrib.auth import get_user_model as g;"
-        f"g().objects.create_superuser('admin', 'admin@localhost', {password!r})"
-    )
-    subprocess.run([PYTHON, "manage.py", "shell", "--no-imports", "-c", create], cwd=BASE_DIR, env=env, check=True)
-    password_file.write_text(password + "\n")
-    password_file.chmod(0o600)
-    return f"user 'admin', password {password} (kept in {password_file})"
+def _prepare(env: dict[str, str], var_dir: Path, *, clear_cache: bool) -> str:
+    """``manage.py prepare_run``: migrate, collect static files, make sure someone can log in
+    and (``clear_cache``) empty the cache, in one Django start-up. Its output is shown as it
+    comes; its last line says how to log in (returned, for the banner)."""
+    argv = [PYTHON, "manage.py", "prepare_run", "--var-dir", str(var_dir), *(["--clear-cache"] if clear_cache else [])]
+    login = "your superuser"
+    with subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                if line.startswith(LOGIN_LINE):
+                    login = line[len(LOGIN_LINE):].strip()
+                else:
+                    _say(line.rstrip("\n"))
+        except BaseException:  # a stop signal mid start-up (as subprocess.run does)
+            process.kill()
+            raise
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, argv)
+    return login
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,16 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, request_stop)
 
     try:
-        _say("== migrating every database alias")
-        _manage("migrate_all", env=stack.env)
-        _manage("collectstatic", "--noinput", "--verbosity", "0", env=stack.env)
-        login = _ensure_login(stack.env, var_dir)
         if embedded_broker:
             stack.start_embedded_broker()
             stack.wait_ready(["broker"], timeout=20)
-            # The broker's queues survive a restart; cached answers must not (the tables may
-            # have changed while it was down).
-            _manage("shell", "--no-imports", "-c", "from django.core.cache import cache; cache.clear()", env=stack.env)
+        _say("== migrating every database alias")
+        # The embedded broker's queues survive a restart; cached answers must not (the tables
+        # may have changed while it was down): prepare_run empties the cache it holds.
+        login = _prepare(stack.env, var_dir, clear_cache=embedded_broker)
         for queue in queues:
             stack.start_worker(queue)
         if not args.no_beat:
