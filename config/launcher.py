@@ -21,7 +21,6 @@ import argparse
 import ctypes
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from typing import IO
 BASE_DIR = Path(__file__).resolve().parent.parent
 QUEUES = ("orders", "customers", "sagas", "eventlog", "readmodels")
 PYTHON = sys.executable
+#: How ``manage.py prepare_run`` starts the line that tells the launcher how to log in.
+LOGIN_LINE = "login: "
 
 
 def redis_server_binary() -> Path:
@@ -264,7 +265,12 @@ class Stack:
         return self._start("beat", argv, ready_marker="beat: Starting")
 
     def start_web(self, *, host: str, port: int, workers: int = 2) -> ManagedProcess:
-        argv = [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10"]
+        """gunicorn, its app loaded once in the master and forked into each worker
+        (``--preload``): one Django start-up instead of one per worker. Safe here because
+        loading ``config.wsgi`` opens nothing that a fork would share: no database
+        connection (Django opens them lazily, per thread), no Redis connection, no thread
+        (checked on both tiers); the wake-up notifier resets itself in a forked child."""
+        argv = [PYTHON, "-m", "gunicorn", "config.wsgi", "--preload", "--bind", f"{host}:{port}", "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10"]
         return self._start("web", argv, ready_marker="Booting worker")
 
     def _start(self, name: str, argv: list[str], *, ready_marker: str | None) -> ManagedProcess:
@@ -288,11 +294,20 @@ class Stack:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes.values() if not p.alive()]
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = True) -> None:
         """Stop every process but the broker at once, each gracefully (a warm shutdown), and
         the broker last, so it outlives the workers and web processes that use it while they
         stop. In parallel, stopping costs the slowest process's shutdown, not their sum (about
-        a second each for Celery; the tests stop a whole system after every end-to-end test)."""
+        a second each for Celery; the tests stop a whole system after every end-to-end test).
+
+        ``graceful=False`` is for the tests' end-to-end systems once a test is over: every
+        process but the broker is SIGKILLed at once (its whole group, a prefork pool too), which
+        takes a few milliseconds instead of the 3-6 s that seven warm shutdowns cost on a busy
+        machine. What such a stop leaves (a message taken but not acknowledged, a transaction
+        cut off) is what a crash leaves, and the tests clear it before the next system starts
+        (tests/conftest.py). ``make run`` and the launcher always stop gracefully."""
+        if not graceful:
+            self._kill_all_but_broker()
         processes = list(reversed(self.processes.values()))
         stopping = [threading.Thread(target=p.stop, name=f"stop-{p.name}", daemon=True) for p in processes if p.name != "broker"]
         for thread in stopping:
@@ -304,32 +319,42 @@ class Stack:
                 process.stop()
         self.processes.clear()
 
+    def _kill_all_but_broker(self) -> None:
+        doomed = [p for p in self.processes.values() if p.name != "broker" and p.popen is not None]
+        for process in doomed:  # all at once: none sees another one go first
+            assert process.popen is not None
+            try:
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for process in doomed:
+            assert process.popen is not None
+            process.popen.wait(10)
+            if process._reader:
+                process._reader.join(2)  # its log is complete
+            del self.processes[process.name]
 
-def _manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
 
-
-def _ensure_login(env: dict[str, str], var_dir: Path) -> str:
-    """On first run, create an ``admin`` superuser with a random password, kept in var/."""
-    password_file = var_dir / "admin-password.txt"
-    code = (
-        "from django.contrib.auth import get_user_model as g;U=g();"
-        "import sys;sys.exit(0 if U.objects.filter(is_superuser=True).exists() else 3)"
-    )
-    has_superuser = subprocess.run([PYTHON, "manage.py", "shell", "--no-imports", "-c", code], cwd=BASE_DIR, env=env).returncode == 0
-    if has_superuser:
-        if password_file.exists():
-            return f"user 'admin', password in {password_file.relative_to(BASE_DIR) if password_file.is_relative_to(BASE_DIR) else password_file}"
-        return "your superuser (manage.py createsuperuser made it)"
-    password = secrets.token_urlsafe(12)
-    create = (
-        "from django.contrib.auth import get_user_model as g;"
-        f"g().objects.create_superuser('admin', 'admin@localhost', {password!r})"
-    )
-    subprocess.run([PYTHON, "manage.py", "shell", "--no-imports", "-c", create], cwd=BASE_DIR, env=env, check=True)
-    password_file.write_text(password + "\n")
-    password_file.chmod(0o600)
-    return f"user 'admin', password {password} (kept in {password_file})"
+def _prepare(env: dict[str, str], var_dir: Path, *, clear_cache: bool) -> str:
+    """``manage.py prepare_run``: migrate, collect static files, make sure someone can log in
+    and (``clear_cache``) empty the cache, in one Django start-up. Its output is shown as it
+    comes; its last line says how to log in (returned, for the banner)."""
+    argv = [PYTHON, "manage.py", "prepare_run", "--var-dir", str(var_dir), *(["--clear-cache"] if clear_cache else [])]
+    login = "your superuser"
+    with subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                if line.startswith(LOGIN_LINE):
+                    login = line[len(LOGIN_LINE):].strip()
+                else:
+                    _say(line.rstrip("\n"))
+        except BaseException:  # a stop signal mid start-up (as subprocess.run does)
+            process.kill()
+            raise
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, argv)
+    return login
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,16 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, request_stop)
 
     try:
-        _say("== migrating every database alias")
-        _manage("migrate_all", env=stack.env)
-        _manage("collectstatic", "--noinput", "--verbosity", "0", env=stack.env)
-        login = _ensure_login(stack.env, var_dir)
         if embedded_broker:
             stack.start_embedded_broker()
             stack.wait_ready(["broker"], timeout=20)
-            # The broker's queues survive a restart; cached answers must not (the tables may
-            # have changed while it was down).
-            _manage("shell", "--no-imports", "-c", "from django.core.cache import cache; cache.clear()", env=stack.env)
+        _say("== migrating every database alias")
+        # The embedded broker's queues survive a restart; cached answers must not (the tables
+        # may have changed while it was down): prepare_run empties the cache it holds.
+        login = _prepare(stack.env, var_dir, clear_cache=embedded_broker)
         for queue in queues:
             stack.start_worker(queue)
         if not args.no_beat:

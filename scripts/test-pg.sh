@@ -12,4 +12,7 @@ set -a
 source "$DIR/env.sh"
 set +a
 export SAGA_TEST_TIER=postgresql  # tests/tier_guard.py: a PostgreSQL-only test may not skip here
+# A var/ of its own (static files, the run/ locks such as the read-your-writes wait slot), apart
+# from the embedded tier's var/test-env, so that .ci/run can run both tiers at the same time.
+export VAR_DIR="$PWD/var/test-pg"
 .venv/bin/python -m pytest "$@"

@@ -115,6 +115,40 @@ def purge_queues() -> None:
             connection.default_channel.queue_purge(queue)  # type: ignore[attr-defined]  # kombu's virtual channels have queue_purge; the stubs type the abstract StdChannel
 
 
+def purge_broker() -> None:
+    """``purge_queues``, and forget every message taken but never acknowledged: only while no
+    system is running (before one starts, after it is stopped).
+
+    A worker killed (by a test, or by ``stop_system``) leaves the messages it had taken in the
+    Redis transport's ``unacked`` hash; kombu puts them back on their queue once the visibility
+    timeout (900 s) has passed, which in a long run is in the middle of some later test. They
+    are dropped here, with the queues: nothing from one test acts in the next. Wake-ups this
+    process still owes go out first, so none arrives after the purge.
+    """
+    from eventlog.messaging import flush_wake_ups
+
+    flush_wake_ups()
+    purge_queues()
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        channel.client.delete(channel.unacked_key, channel.unacked_index_key, channel.unacked_mutex_key)
+
+
+def stop_system(stack: Stack) -> None:
+    """The end of a test's system: every process is SIGKILLed at once (``Stack.stop(graceful=
+    False)``), not shut down warm, which costs 3-6 s a test on a busy machine for work nobody
+    will look at. What a kill can leave is what a crash leaves, and each piece is dealt with
+    before the next test: the transactions it cut off are rolled back by the database (a
+    prepared one by ``no_prepared_transaction_survives_a_test``), the databases are flushed,
+    and the messages it had taken are purged with the queues (``purge_broker``, here and when
+    the next system starts)."""
+    try:
+        stack.stop(graceful=False)
+    finally:
+        connections.close_all()
+    purge_broker()
+
+
 def worker_env(broker: str) -> dict[str, str]:
     env = dict(os.environ)
     env["CELERY_BROKER_URL"] = broker
@@ -131,7 +165,7 @@ def system(broker_url: str, tmp_path: Path) -> Iterator[Stack]:
 
     Beat is not started here: tests that want the sweep start it (``system.start_beat()``).
     """
-    purge_queues()
+    purge_broker()
     stack = Stack(env=worker_env(broker_url), run_dir=tmp_path / "run", log_dir=tmp_path / "log", echo=False)
     try:
         for queue in QUEUES:
@@ -139,8 +173,7 @@ def system(broker_url: str, tmp_path: Path) -> Iterator[Stack]:
         stack.wait_ready(timeout=90)
         yield stack
     finally:
-        stack.stop()
-        connections.close_all()
+        stop_system(stack)
 
 
 def free_port() -> int:
@@ -185,7 +218,7 @@ def saga_system(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest)
 def running_system(broker_url: str, base: Path, extra: dict[str, str]) -> Iterator[Stack]:
     """Workers for every queue, beat and gunicorn on the test databases (``saga_system``'s
     defaults, then ``extra``), logging under ``base/log``; ``stack.base_url`` once it answers."""
-    purge_queues()
+    purge_broker()
     env = worker_env(broker_url)
     env.update({"SAGA_TIME_SCALE": "0.2", "SWEEP_INTERVAL_SECONDS": "0.5", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", **extra})
     stack = Stack(env=env, run_dir=base / "run", log_dir=base / "log", echo=False)
@@ -200,8 +233,7 @@ def running_system(broker_url: str, base: Path, extra: dict[str, str]) -> Iterat
         eventually(lambda: _answers(stack.base_url + "/healthz"), message="gunicorn to answer")
         yield stack
     finally:
-        stack.stop()
-        connections.close_all()
+        stop_system(stack)
 
 
 def _answers(url: str) -> bool:
