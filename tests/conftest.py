@@ -130,7 +130,7 @@ def purge_broker() -> None:
     flush_wake_ups()
     purge_queues()
     with celery_app.connection_for_write() as connection:
-        channel = connection.default_channel
+        channel: Any = connection.default_channel  # kombu's Redis channel: its keys are not in the stubs
         channel.client.delete(channel.unacked_key, channel.unacked_index_key, channel.unacked_mutex_key)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 from config.celery_app import app as celery_app
 from config.launcher import BASE_DIR
@@ -27,7 +28,7 @@ time.sleep(120)
 
 def unacked() -> int:
     with celery_app.connection_for_write() as connection:
-        channel = connection.default_channel
+        channel: Any = connection.default_channel  # kombu's Redis channel: its keys are not in the stubs
         return int(channel.client.hlen(channel.unacked_key))
 
 
@@ -44,11 +45,12 @@ def test_a_message_a_killed_consumer_had_taken_is_forgotten_with_the_queues(brok
         consumer.wait(10)
     assert unacked() == 1  # what a killed worker leaves: kombu would restore it after 900 s
     with celery_app.connection_for_write() as connection:
-        assert connection.default_channel.client.llen("eventlog") == 1
+        redis_channel: Any = connection.default_channel
+        assert redis_channel.client.llen("eventlog") == 1
 
     purge_broker()
 
     assert unacked() == 0
     with celery_app.connection_for_write() as connection:
-        channel = connection.default_channel
+        channel: Any = connection.default_channel  # kombu's Redis channel: its keys are not in the stubs
         assert channel.client.llen("eventlog") == 0 and channel.client.zcard(channel.unacked_index_key) == 0
