@@ -35,6 +35,7 @@ from sagas.coordinator import gid
 from sagas.models import CoordinatorLogEntry, SagaInstance
 from tests.conftest import eventually, requires_postgres, restart_postgres, worker_env
 from tests.e2e.helpers import Api, assert_verify_passes, credit
+from tests.services import env_file
 
 pytestmark = [pytest.mark.e2e, requires_postgres, pytest.mark.django_db(transaction=True, databases="__all__")]
 
@@ -272,7 +273,7 @@ def test_on_postgresql_with_max_prepared_transactions_0_2pc_is_400_and_the_check
     started = subprocess.run(["bash", "scripts/services.sh", "start", str(services)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stderr[-3000:]
     try:
-        system = {**os.environ, **_env_file(services / "env.sh"), "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_ALLOWED_HOSTS": "testserver"}
+        system = {**os.environ, **env_file(services / "env.sh"), "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_ALLOWED_HOSTS": "testserver"}
         migrated = subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=ROOT, env=system, capture_output=True, text=True, timeout=300)
         assert migrated.returncode == 0, migrated.stderr[-3000:]
         checked = subprocess.run([sys.executable, "manage.py", "check", "--database", "orders"], cwd=ROOT, env=system, capture_output=True, text=True, timeout=120)
@@ -285,15 +286,6 @@ def test_on_postgresql_with_max_prepared_transactions_0_2pc_is_400_and_the_check
         assert answer["before"] == answer["after"]  # nothing created anywhere
     finally:
         subprocess.run(["bash", "scripts/services.sh", "stop", str(services)], cwd=ROOT, capture_output=True, timeout=120)
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].partition("=")
-            values[name] = value.strip("'\"")
-    return values
 
 
 _REQUEST = """

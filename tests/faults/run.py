@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.services import env_file
+
 if TYPE_CHECKING:
     # What `celery inspect active` answers per task: a TypedDict of celery-types' stubs only.
     from celery.app.control import _TaskInfo as TaskInfo
@@ -128,15 +130,6 @@ class FaultNotProven(AssertionError):
 # =========================================================================================
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].partition("=")
-            values[name] = value.strip("'\"")
-    return values
-
-
 def services(action: str, directory: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(["bash", str(SERVICES), action, str(directory)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     if check and done.returncode != 0:
@@ -155,7 +148,7 @@ def services_fresh(directory: Path) -> dict[str, str]:
                     shutil.rmtree(Path(line.split("=", 1)[1].strip("'\"")).parent, ignore_errors=True)
         shutil.rmtree(directory, ignore_errors=True)
     started = services("start", directory)
-    return read_env_file(Path(started.stdout.strip().splitlines()[-1]))
+    return env_file(Path(started.stdout.strip().splitlines()[-1]))
 
 
 def machine() -> dict[str, Any]:
